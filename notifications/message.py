@@ -1,0 +1,70 @@
+"""Build emails with ``email.policy.default``; nothing from a file can make a header.
+
+Header values that come from files (names, subjects) pass through
+:func:`header_text`: control characters are dropped and RFC 2047 encoded-word
+openers are broken, because Python's email package can write an encoded
+newline back out as a real header line (CVE-2024-6923).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
+MAX_HEADER_TEXT = 200
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    maintype: str = "text"
+    subtype: str = "csv"
+
+
+def header_text(text: str, limit: int = MAX_HEADER_TEXT) -> str:
+    """One safe line of header text."""
+    clean = _CONTROL.sub(" ", text).replace("=?", "= ?").strip()
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def address(addr_spec: str, display_name: str = "") -> Address:
+    """An ``Address``; raises ValueError for anything that is not one plain address."""
+    if _CONTROL.search(addr_spec) or "," in addr_spec:
+        raise ValueError(f"not a single email address: {addr_spec!r}")
+    return Address(display_name=header_text(display_name, 80), addr_spec=addr_spec.strip())
+
+
+def build(
+    *,
+    sender: str,
+    recipients: Iterable[str],
+    subject: str,
+    text: str,
+    html: str,
+    attachments: Iterable[Attachment] = (),
+    sender_name: str = "invoice-worker",
+    recipient_name: str = "",
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = address(sender, sender_name)
+    msg["To"] = [address(r, recipient_name) for r in recipients]
+    msg["Subject"] = header_text(subject)
+    msg["Date"] = format_datetime(datetime.now().astimezone())
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    for item in attachments:
+        msg.add_attachment(
+            item.content,
+            maintype=item.maintype,
+            subtype=item.subtype,
+            filename=header_text(item.filename, 120),
+        )
+    return msg

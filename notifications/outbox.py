@@ -1,0 +1,94 @@
+"""The email outbox: recorded in SQLite with the state change that caused it, sent after.
+
+A message is claimed by pushing its ``next_attempt_at`` past the send time, so
+two workers never send the same one at once; it is marked sent only after the
+transport accepted it. A crash between the two means one more send, never a
+lost message (``.eml`` files are named by the message's key, so there a
+repeat replaces the same file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+from notifications.transport import Transport
+from worker.errors import DeliveryError, PermanentDeliveryError
+
+CLAIM_SECONDS = 120.0
+MAX_BACKOFF = 300.0
+
+
+class StoreLike(Protocol):
+    def write(self) -> Any: ...
+
+    def all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]: ...
+
+
+def record(
+    conn: sqlite3.Connection, key: str, kind: str, file_id: int | None, msg: EmailMessage
+) -> None:
+    """Add a message inside the caller's transaction; a key already recorded is kept as is."""
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox (key, kind, file_id, recipients, subject, message,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
+        (key, kind, file_id, str(msg["To"]), str(msg["Subject"]), msg.as_bytes()),
+    )
+
+
+def backoff(attempts: int) -> float:
+    return float(min(2 ** max(attempts, 0), MAX_BACKOFF))
+
+
+def _claim(store: StoreLike, limit: int) -> list[sqlite3.Row]:
+    now = time.time()
+    with store.write() as conn:
+        rows = conn.execute(
+            "SELECT id, key, message, attempts FROM outbox WHERE state = 'pending'"
+            " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1 WHERE id = ?",
+            [(now + CLAIM_SECONDS, r["id"]) for r in rows],
+        )
+    return rows
+
+
+def _finish(store: StoreLike, row_id: int, state: str, error: str | None, retry_at: float) -> None:
+    with store.write() as conn:
+        conn.execute(
+            "UPDATE outbox SET state = ?, last_error = ?, next_attempt_at = ?,"
+            " sent_at = CASE WHEN ? = 'sent' THEN strftime('%Y-%m-%dT%H:%M:%SZ','now') END"
+            " WHERE id = ?",
+            (state, error, retry_at, state, row_id),
+        )
+
+
+def deliver_due(store: StoreLike, transport: Transport, limit: int = 100) -> dict[str, int]:
+    """Send what is due; returns counts of sent, failed (for good) and deferred messages."""
+    counts = {"sent": 0, "failed": 0, "deferred": 0}
+    for row in _claim(store, limit):
+        msg = message_from_bytes(row["message"], policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        try:
+            transport.send(f"{row['id']:08d}-{row['key'].replace(':', '-')}", msg)
+        except PermanentDeliveryError as exc:
+            _finish(store, row["id"], "failed", str(exc), 0)
+            counts["failed"] += 1
+        except DeliveryError as exc:
+            _finish(store, row["id"], "pending", str(exc), time.time() + backoff(row["attempts"]))
+            counts["deferred"] += 1
+            # The server is down or busy: stop this round, keep the order.
+            break
+        else:
+            _finish(store, row["id"], "sent", None, 0)
+            counts["sent"] += 1
+    return counts
+
+
+def pending(store: StoreLike) -> int:
+    return int(store.all("SELECT count(*) AS n FROM outbox WHERE state = 'pending'")[0]["n"])

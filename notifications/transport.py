@@ -1,0 +1,122 @@
+"""Where emails go: an SMTP server, or ``.eml`` files in ``mail/``. One small interface.
+
+A transport raises :class:`DeliveryError` for what may work later (server
+down, 4xx) and :class:`PermanentDeliveryError` for what never will (5xx).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import smtplib
+import ssl
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from worker.errors import DeliveryError, PermanentDeliveryError
+
+TIMEOUT = 30
+
+
+class Transport(Protocol):
+    """Sends one message, named by a stable key so a repeat replaces rather than adds."""
+
+    def send(self, key: str, msg: EmailMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EmlFolder:
+    """Writes each message as ``<key>.eml``, atomically, readable by the owner only."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def send(self, key: str, msg: EmailMessage) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self.folder / f"{key}.eml"
+        tmp = self.folder / f".{key}.eml.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(msg.as_bytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(target)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write {target}: {exc}") from exc
+
+    def close(self) -> None:
+        pass
+
+
+class Smtp:
+    """An SMTP client for ``smtp://[user:pass@]host[:port]`` (STARTTLS when offered)
+    or ``smtps://`` (TLS from the start). Keeps one connection open across sends."""
+
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError("smtp_url must start with smtp:// or smtps://")
+        self.tls = parts.scheme == "smtps"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (465 if self.tls else 25)
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.context = ssl_context or ssl.create_default_context()
+        self._conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        if self._conn is not None:
+            try:
+                if self._conn.noop()[0] == 250:
+                    return self._conn
+            except smtplib.SMTPException:
+                pass
+            self.close()
+        conn: smtplib.SMTP
+        if self.tls:
+            conn = smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT, context=self.context)
+        else:
+            conn = smtplib.SMTP(self.host, self.port, timeout=TIMEOUT)
+            conn.ehlo()
+            if conn.has_extn("starttls"):
+                conn.starttls(context=self.context)
+                conn.ehlo()
+        if self.user:
+            conn.login(self.user, self.password or "")
+        self._conn = conn
+        return conn
+
+    def send(self, key: str, msg: EmailMessage) -> None:
+        try:
+            refused = self._connect().send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            error = f"recipients refused: {sorted(set(codes))}"
+            if all(code >= 500 for code in codes):
+                raise PermanentDeliveryError(error) from exc
+            raise DeliveryError(error) from exc
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
+            if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+                raise PermanentDeliveryError(error) from exc
+            raise DeliveryError(error) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            self.close()
+            raise DeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
+        if refused:
+            raise PermanentDeliveryError(f"recipients refused: {sorted(refused)}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self._conn.quit()
+            self._conn = None
+
+
+def from_url(smtp_url: str | None, mail_folder: Path) -> Transport:
+    return Smtp(smtp_url) if smtp_url else EmlFolder(mail_folder)

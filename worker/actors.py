@@ -1,0 +1,64 @@
+"""Thin dramatiq actors over the pipeline. Messages carry ids, never file contents.
+
+Import through ``worker.broker.install`` (the broker must exist first); each
+process then calls :func:`bind` with the runtime its jobs use.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from notifications import outbox
+from notifications.transport import from_url
+from worker import log, pipeline
+from worker.errors import LeaseHeld
+
+_runtime: pipeline.Runtime | None = None
+HOUR_MS = 3_600_000
+
+
+def bind(runtime: pipeline.Runtime) -> None:
+    global _runtime
+    _runtime = runtime
+    runtime.kick_mail = lambda: deliver_mail.send()
+
+
+def runtime() -> pipeline.Runtime:
+    if _runtime is None:
+        raise RuntimeError("worker.actors.bind() was not called in this process")
+    return _runtime
+
+
+@dramatiq.actor(
+    queue_name="files",
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=60_000,
+    time_limit=6 * HOUR_MS,
+)
+def advance(file_id: int) -> None:
+    """Take a file as far through its stages as it can go now."""
+    try:
+        pipeline.advance(runtime(), file_id)
+    except LeaseHeld as why:
+        # Not a failure: the run holding the lease finishes the file.
+        log.event("file.lease_held", file_id=file_id, detail=str(why))
+
+
+@dramatiq.actor(queue_name="mail", max_retries=0, time_limit=HOUR_MS)
+def deliver_mail() -> None:
+    """Send every email that is due; the reconciler calls again for those deferred."""
+    rt = runtime()
+    transport = from_url(rt.settings.smtp_url, rt.settings.mail)
+    try:
+        while True:
+            counts = outbox.deliver_due(rt.store, transport)
+            if any(counts.values()):
+                log.event("mail.delivered", **counts)
+            if counts["deferred"] or not (counts["sent"] or counts["failed"]):
+                return
+    finally:
+        transport.close()
+
+
+ALL = (advance, deliver_mail)

@@ -1,0 +1,132 @@
+"""Invoice files (one to many, PayFORT batch invoicing): one row, one payment-link invoice."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from notifications import reports
+from rules import values
+from rules.columns import Context
+from worker import kinds, processing, validation
+from worker.kinds import Summary
+from worker.readers import Table
+from worker.results import INVOICE_RESULT_COLUMNS, formula_safe, invoice_result_rows, write_csv_frames
+
+if TYPE_CHECKING:
+    from worker.pipeline import Runtime
+
+
+def rules_context(settings_currencies: tuple[str, ...], accounts: dict[str, str],
+                  default_account: str | None) -> Context:
+    known = values.currencies()
+    allowed = frozenset(c.upper() for c in settings_currencies) & known if settings_currencies else known
+    return Context(
+        now=datetime.now(UTC),
+        currencies=allowed,
+        accounts=dict(accounts),
+        default_account=default_account,
+    )
+
+
+class InvoiceFiles:
+    name = "invoices"
+    result_suffix = ".results.csv"
+    reports_validation = True
+    error_rate_applies = True
+
+    def context(self, rt: Runtime) -> Context:
+        s = rt.settings
+        return rules_context(s.currencies, dict(s.accounts), s.default_account)
+
+    def validate(self, rt: Runtime, file: sqlite3.Row, table: Table) -> Summary:
+        exists = processing.existing_references(rt.store)
+        return validation.validate_to(
+            table, self.context(rt), rt.work(file), rt.settings.chunk_rows, exists
+        )
+
+    def reserve(self, rt: Runtime, conn: sqlite3.Connection, summary: Summary) -> int | None:
+        return rt.store.reserve_numbers(conn, "invoice_number", summary.valid)
+
+    def process(self, rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+        for index, path in _chunk_files(rt.work(file)):
+            processing.process_chunk(
+                rt.store,
+                file["id"],
+                index,
+                path,
+                file["number_base"],
+                rt.settings.payment_link_base,
+            )
+            renew()
+
+    def _late(self, rt: Runtime, file_id: int) -> pl.DataFrame:
+        rows = rt.store.all(
+            "SELECT line_number, code FROM late_rejections WHERE file_id = ?", (file_id,)
+        )
+        return pl.DataFrame(
+            [tuple(r) for r in rows],
+            schema={"line_number": pl.UInt32, "code": pl.String},
+            orient="row",
+        )
+
+    def write_results(self, rt: Runtime, file: sqlite3.Row, target: Path, created: bool) -> None:
+        late = self._late(rt, file["id"])
+        base = file["number_base"] if created else None
+        link = rt.settings.payment_link_base
+
+        def frames() -> Iterator[pl.DataFrame]:
+            for _, chunk in validation.read_chunks(rt.work(file)):
+                yield invoice_result_rows(chunk, base, link, late)
+
+        write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)
+
+    def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:
+        rejected = [
+            chunk.filter(~pl.col("valid")).select(
+                "line_number",
+                formula_safe(pl.col("merchant_reference")).alias("merchant_reference"),
+                "errors",
+            )
+            for _, chunk in validation.read_chunks(rt.work(file))
+        ]
+        frame = pl.concat(rejected) if rejected else pl.DataFrame()
+        if frame.is_empty():
+            return None
+        buffer = io.BytesIO()
+        frame.write_csv(buffer, line_terminator="\r\n")
+        return buffer.getvalue()
+
+    def processing_report(self, rt: Runtime, file: sqlite3.Row) -> EmailMessage:
+        totals = rt.store.all(
+            "SELECT currency, count(*) AS n, sum(amount) AS total FROM invoices"
+            " WHERE file_id = ? GROUP BY currency",
+            (file["id"],),
+        )
+        late = rt.store.one(
+            "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?", (file["id"],)
+        )
+        return reports.processing(
+            rt.envelope,
+            {"id": file["id"], "name": file["name"], "kind": self.name},
+            created=file["created"] or 0,
+            rejected=(file["rejected"] or 0) + late["n"],
+            currency_totals=[(r["currency"], r["n"], r["total"]) for r in totals],
+            result_name=f"{file['result_name']}{self.result_suffix}",
+        )
+
+
+def _chunk_files(folder: Path) -> list[tuple[int, Path]]:
+    return [
+        (int(p.stem.split("-")[1]), p) for p in sorted(folder.glob("chunk-*.parquet"))
+    ]
+
+
+kinds.register(InvoiceFiles())

@@ -1,0 +1,344 @@
+"""The stage machine: which stage a file is in, and what runs next.
+
+received -> validating -> validated -> [awaiting_approval ->] processing -> processed,
+or -> rejected from any stage before processing. Every job starts by reading
+the state, takes the file's lease (so a redelivered message stands back while
+the first run is alive), and does only what is not yet recorded. Each step's
+effects are idempotent: results are rewritten under the name recorded before,
+the original is moved only if still in the claim folder, an email is recorded
+under a key that exists once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sqlite3
+import stat
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notifications import outbox, reports
+from notifications.reports import Envelope
+from worker import files, invoices, log, readers  # invoices: registers its kind
+from worker.errors import FileRejected, LeaseHeld
+from worker.kinds import REGISTRY, FileKind, Summary
+from worker.results import error_doc, result_stem, write_json
+from worker.settings import Settings
+from worker.store import FINAL_STATES, Store
+
+
+@dataclass
+class Runtime:
+    """What a job needs, built once per process and passed down."""
+
+    settings: Settings
+    store: Store
+    #: Called after an email is recorded, to get it delivered soon.
+    kick_mail: Callable[[], None] = field(default=lambda: None)
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope(sender=self.settings.mail_from, admins=self.settings.admin_emails)
+
+    def work(self, file: sqlite3.Row) -> Path:
+        return self.settings.work / str(file["id"])
+
+
+HOST = socket.gethostname()
+
+
+def lease_owner() -> str:
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """A lease held by a dead process on this host may be taken over at once."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _file_doc(file: sqlite3.Row) -> dict[str, object]:
+    return {"id": file["id"], "name": file["name"], "kind": file["kind"] or "unknown"}
+
+
+def set_state(rt: Runtime, file_id: int, state: str, **fields: object) -> None:
+    with rt.store.write() as conn:
+        rt.store.transition(conn, file_id, state, **fields)
+    _logged(rt, file_id, state, fields)
+
+
+def _logged(rt: Runtime, file_id: int, state: str, fields: dict[str, object]) -> None:
+    file = rt.store.file(file_id)
+    keep = ("kind", "rows", "valid", "rejected", "created", "error_code", "result_name")
+    extra = {k: v for k, v in fields.items() if k in keep}
+    log.event(f"file.{state}", file_id=file_id, name=file["name"], **extra)
+
+
+# -- stages -------------------------------------------------------------------
+
+
+def _intake(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+    path = Path(file["claimed_path"])
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise FileRejected("UNREADABLE_FILE", "the claimed file disappeared before it was read")
+    if not stat.S_ISREG(info.st_mode):
+        raise FileRejected(
+            "UNREADABLE_FILE", "not a regular file (symbolic links and pipes are not followed)"
+        )
+    earlier = rt.store.one(
+        "SELECT id, name FROM files WHERE sha256 = ? AND id < ? AND duplicate_of IS NULL"
+        " ORDER BY id LIMIT 1",
+        (file["sha256"], file["id"]),
+    )
+    if earlier is not None:
+        with rt.store.write() as conn:
+            rt.store.update_file(conn, file["id"], duplicate_of=earlier["id"])
+        raise FileRejected(
+            "DUPLICATE_FILE",
+            f"same content as file {earlier['id']} ({earlier['name']}), received earlier",
+        )
+    set_state(rt, file["id"], "validating")
+
+
+def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+    work = rt.work(file)
+    table = readers.open_table(Path(file["claimed_path"]), work, rt.settings.encoding)
+    kind = REGISTRY.get(table.kind)
+    if kind is None:
+        raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
+    with rt.store.write() as conn:
+        rt.store.update_file(conn, file["id"], kind=kind.name)
+    file = rt.store.file(file["id"])
+    summary = kind.validate(rt, file, table)
+    renew()
+    if summary.rows == 0:
+        raise FileRejected("EMPTY_FILE", "the file has a header but no data rows", line=2)
+    counts = {
+        "rows": summary.rows,
+        "valid": summary.valid,
+        "rejected": summary.rejected,
+        "chunks": summary.chunks,
+        "unknown_columns": ",".join(summary.unknown_columns) or None,
+    }
+    if kind.error_rate_applies and summary.error_rate > rt.settings.max_error_rate:
+        with rt.store.write() as conn:
+            rt.store.update_file(conn, file["id"], **counts)
+        raise FileRejected(
+            "TOO_MANY_ERRORS",
+            f"{summary.rejected} of {summary.rows} rows failed "
+            f"({summary.error_rate:.1%}, more than max_error_rate "
+            f"{rt.settings.max_error_rate:.1%}); no invoice was created",
+        )
+    approval = rt.settings.require_approval
+    with rt.store.write() as conn:
+        base = kind.reserve(rt, conn, summary)
+        rt.store.transition(conn, file["id"], "validated", number_base=base, **counts)
+        if kind.reports_validation:
+            next_step = (
+                f"waiting for approval: invoice-worker approve {file['id']}"
+                if approval
+                else "processing the valid rows now"
+            )
+            msg = reports.validation(
+                rt.envelope,
+                _file_doc(file),
+                rows=summary.rows,
+                valid=summary.valid,
+                rejected=summary.rejected,
+                first_errors=summary.first_errors,
+                unknown_columns=summary.unknown_columns,
+                next_step=next_step,
+                errors_csv=kind.errors_csv(rt, file),
+            )
+            outbox.record(conn, f"file:{file['id']}:validated", "validated", file["id"], msg)
+    _logged(rt, file["id"], "validated", counts)
+    rt.kick_mail()
+
+
+def _release(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+    if rt.settings.require_approval and not file["approved_at"]:
+        set_state(rt, file["id"], "awaiting_approval")
+    else:
+        set_state(rt, file["id"], "processing")
+
+
+def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+    kind = REGISTRY[file["kind"]]
+    kind.process(rt, file, renew)
+    file = rt.store.file(file["id"])
+    name = _result_stem(rt, file) + kind.result_suffix
+    kind.write_results(rt, file, rt.settings.outbox / name, created=True)
+    target = _move_original(rt, file, rt.settings.archive)
+    created = rt.store.one(
+        "SELECT coalesce(sum(created), 0) AS n FROM chunks WHERE file_id = ?", (file["id"],)
+    )
+    with rt.store.write() as conn:
+        rt.store.transition(
+            conn, file["id"], "processed", created=created["n"], final_path=str(target)
+        )
+        outbox.record(
+            conn,
+            f"file:{file['id']}:processed",
+            "processed",
+            file["id"],
+            kind.processing_report(rt, rt.store.file(file["id"])),
+        )
+    _logged(rt, file["id"], "processed", {"created": created["n"], "result_name": name})
+    _cleanup(rt, file)
+    rt.kick_mail()
+
+
+STAGES: dict[str, Callable[[Runtime, sqlite3.Row, Callable[[], None]], None]] = {
+    "received": _intake,
+    "validating": _validate,
+    "validated": _release,
+    "processing": _process,
+}
+
+
+# -- shared steps ------------------------------------------------------------
+
+
+def _result_stem(rt: Runtime, file: sqlite3.Row) -> str:
+    """The stem of the file's results, chosen once and recorded, so a re-run rewrites the same."""
+    if file["result_name"]:
+        return str(file["result_name"])
+    with rt.store.write() as conn:
+        taken = [
+            r[0] for r in conn.execute("SELECT result_name FROM files WHERE result_name IS NOT NULL")
+        ]
+        stem = result_stem(rt.settings.outbox, file["name"], file["id"], taken)
+        rt.store.update_file(conn, file["id"], result_name=stem)
+    return stem
+
+
+def _move_original(rt: Runtime, file: sqlite3.Row, folder: Path) -> Path:
+    source = Path(file["claimed_path"])
+    if file["final_path"] and not (source.exists() or source.is_symlink()):
+        return Path(file["final_path"])
+    target = files.final_name(folder, file["name"], file["id"])
+    with rt.store.write() as conn:
+        rt.store.update_file(conn, file["id"], final_path=str(target))
+    if source.exists() or source.is_symlink():
+        files.move(source, target)
+    return target
+
+
+def _cleanup(rt: Runtime, file: sqlite3.Row) -> None:
+    shutil.rmtree(rt.work(file), ignore_errors=True)
+
+
+def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
+    """A whole-file rejection: error.json (and results when rows were read), original to
+    rejected/, the administrators told. Safe to repeat."""
+    file = rt.store.file(file_id)
+    kind = REGISTRY.get(file["kind"] or "")
+    with rt.store.write() as conn:
+        rt.store.update_file(
+            conn, file_id, error_code=why.code, error_message=why.message, error_line=why.line
+        )
+    stem = _result_stem(rt, file)
+    error_name = stem + ".error.json"
+    write_json(
+        rt.settings.outbox / error_name, error_doc(file["name"], why.code, why.message, why.line)
+    )
+    errors_csv = None
+    if why.code == "TOO_MANY_ERRORS" and kind is not None:
+        target = rt.settings.outbox / (stem + kind.result_suffix)
+        kind.write_results(rt, rt.store.file(file_id), target, created=False)
+        errors_csv = kind.errors_csv(rt, file)
+    target = _move_original(rt, rt.store.file(file_id), rt.settings.rejected)
+    file = rt.store.file(file_id)
+    summary = Summary(rows=file["rows"] or 0, rejected=file["rejected"] or 0)
+    with rt.store.write() as conn:
+        rt.store.transition(conn, file_id, "rejected", final_path=str(target))
+        msg = reports.rejection(
+            rt.envelope,
+            _file_doc(file),
+            code=why.code,
+            message=why.message,
+            line=why.line,
+            result_name=error_name,
+            rejected=summary.rejected,
+            errors_csv=errors_csv,
+        )
+        outbox.record(conn, f"file:{file_id}:rejected", "rejected", file_id, msg)
+    _logged(rt, file_id, "rejected", {"error_code": why.code, "result_name": error_name})
+    _cleanup(rt, file)
+    rt.kick_mail()
+
+
+# -- the job ------------------------------------------------------------------
+
+
+def advance(rt: Runtime, file_id: int) -> str:
+    """Move a file through as many stages as it can go now; returns where it stopped."""
+    owner = lease_owner()
+    seconds = rt.settings.lease_seconds
+    file = rt.store.file(file_id)
+    if file["state"] in FINAL_STATES or file["state"] == "awaiting_approval":
+        return str(file["state"])
+    if not rt.store.take_lease(file_id, owner, seconds):
+        if not owner_is_dead(file["lease_owner"]):
+            raise LeaseHeld(f"file {file_id} is leased to {file['lease_owner']}")
+        with rt.store.write() as conn:
+            rt.store.update_file(conn, file_id, lease_owner=None, lease_until=None)
+        if not rt.store.take_lease(file_id, owner, seconds):
+            raise LeaseHeld(f"file {file_id} was taken over by another run")
+
+    def renew() -> None:
+        if not rt.store.take_lease(file_id, owner, seconds):
+            raise LeaseHeld(f"file {file_id}: lease lost")
+
+    try:
+        with rt.store.write() as conn:
+            conn.execute("UPDATE files SET attempts = attempts + 1 WHERE id = ?", (file_id,))
+        while True:
+            file = rt.store.file(file_id)
+            stage = STAGES.get(file["state"])
+            if stage is None:
+                return str(file["state"])
+            try:
+                stage(rt, file, renew)
+            except FileRejected as why:
+                if file["state"] == "processing":
+                    raise
+                reject(rt, file_id, why)
+            renew()
+    finally:
+        with contextlib.suppress(Exception):
+            rt.store.release_lease(file_id, owner)
+
+
+def approve(store: Store, file_id: int) -> sqlite3.Row:
+    """Release a file waiting for approval; the reconciler enqueues it."""
+    with store.write() as conn:
+        row = conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)).fetchone()
+        if row is None or row["state"] != "awaiting_approval":
+            return row
+        conn.execute(
+            "UPDATE files SET approved_at = ?, enqueued_at = NULL WHERE id = ?",
+            (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), file_id),
+        )
+        store.transition(conn, file_id, "processing")
+    log.event("file.approved", file_id=file_id)
+    return store.file(file_id)

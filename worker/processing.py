@@ -1,0 +1,146 @@
+"""Validated chunks become invoices: one transaction per chunk, with its "done" mark.
+
+A chunk's invoices and the row saying the chunk is done commit together, so a
+crash leaves either both or neither, and a re-run skips what is done. Numbers
+and tokens come from the chunk file, so a re-run creates the same invoices.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import polars as pl
+
+from worker.store import Store, now_iso
+from worker.validation import ExistsCheck
+
+INSERT_COLUMNS = (
+    "invoice_number",
+    "merchant_reference",
+    "file_id",
+    "line_number",
+    "type",
+    "status",
+    "amount",
+    "currency",
+    "language",
+    "customer_email",
+    "customer_name",
+    "customer_phone",
+    "notification_type",
+    "expires_at",
+    "order_description",
+    "payment_account",
+    "link_command",
+    "return_url",
+    "token",
+    "payment_link_url",
+    "email_state",
+    "sms_state",
+    "created_at",
+    "updated_at",
+)
+_INSERT = (
+    f"INSERT INTO invoices ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
+)
+
+
+def link(base: str) -> pl.Expr:
+    return pl.lit(base.rstrip("/") + "/") + pl.col("token")
+
+
+def invoice_rows(
+    chunk: pl.DataFrame, file_id: int, number_base: int, link_base: str
+) -> pl.DataFrame:
+    """The valid rows of a chunk, shaped as ``invoices`` rows."""
+    stamp = now_iso()
+    wants = pl.col("notification_type").str.split(",")
+    return chunk.filter(pl.col("valid")).select(
+        (pl.col("ordinal") + number_base).alias("invoice_number"),
+        "merchant_reference",
+        pl.lit(file_id).alias("file_id"),
+        "line_number",
+        pl.lit("SINGLE").alias("type"),
+        pl.lit("NEW").alias("status"),
+        "amount",
+        "currency",
+        "language",
+        "customer_email",
+        "customer_name",
+        "customer_phone",
+        "notification_type",
+        "expires_at",
+        "order_description",
+        "payment_account",
+        "link_command",
+        "return_url",
+        "token",
+        link(link_base).alias("payment_link_url"),
+        pl.when(wants.list.contains("EMAIL")).then(pl.lit("pending")).alias("email_state"),
+        pl.when(wants.list.contains("SMS")).then(pl.lit("pending")).alias("sms_state"),
+        pl.lit(stamp).alias("created_at"),
+        pl.lit(stamp).alias("updated_at"),
+    )
+
+
+def _taken(conn: sqlite3.Connection, refs: list[str]) -> set[str]:
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS refs (ref TEXT PRIMARY KEY)")
+    conn.execute("DELETE FROM refs")
+    conn.executemany("INSERT OR IGNORE INTO refs VALUES (?)", ((r,) for r in refs))
+    rows = conn.execute(
+        "SELECT ref FROM refs JOIN invoices ON invoices.merchant_reference = refs.ref"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def process_chunk(
+    store: Store,
+    file_id: int,
+    index: int,
+    path: Path,
+    number_base: int,
+    link_base: str,
+) -> int | None:
+    """Create a chunk's invoices; None when it was already done. Returns the count created."""
+    if store.one("SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?", (file_id, index)):
+        return None
+    rows = invoice_rows(pl.read_parquet(path), file_id, number_base, link_base)
+    with store.write() as conn:
+        if conn.execute(
+            "SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?", (file_id, index)
+        ).fetchone():
+            return None
+        conn.execute("SAVEPOINT bulk")
+        try:
+            conn.executemany(_INSERT, rows.iter_rows())
+        except sqlite3.IntegrityError:
+            # Another file created one of these references after we validated.
+            conn.execute("ROLLBACK TO bulk")
+            taken = _taken(conn, rows["merchant_reference"].to_list())
+            late = rows.filter(pl.col("merchant_reference").is_in(list(taken)))
+            conn.executemany(
+                "INSERT OR IGNORE INTO late_rejections VALUES (?, ?, 'MERCHANT_REFERENCE_EXISTS')",
+                ((file_id, line) for line in late["line_number"]),
+            )
+            rows = rows.filter(~pl.col("merchant_reference").is_in(list(taken)))
+            conn.executemany(_INSERT, rows.iter_rows())
+        conn.execute("RELEASE bulk")
+        conn.execute(
+            "INSERT INTO chunks (file_id, chunk, created, done_at) VALUES (?, ?, ?, ?)",
+            (file_id, index, len(rows), now_iso()),
+        )
+    return len(rows)
+
+
+def existing_references(store: Store) -> ExistsCheck:
+    """A check for the validator: which of a chunk's references are already invoiced."""
+
+    def check(refs: pl.Series) -> pl.Series:
+        if store.one("SELECT 1 FROM invoices WHERE merchant_reference IS NOT NULL LIMIT 1") is None:
+            return pl.repeat(False, len(refs), eager=True)
+        taken = _taken(store.conn, refs.drop_nulls().unique().to_list())
+        return refs.is_in(list(taken)).fill_null(False)
+
+    return check

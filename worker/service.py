@@ -1,0 +1,157 @@
+"""The processes: ``run`` (watcher and workers), ``run --once``, ``watch`` and ``worker``.
+
+Each builds its parts from the settings, in order: folders, state, Redis,
+broker, actors; and stops them in reverse on Ctrl-C or SIGTERM, letting
+in-flight jobs finish (what does not finish is handed back by its lease and
+picked up at the next start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import dramatiq
+
+from notifications import outbox
+from worker import broker as broker_module
+from worker import log, redis_server
+from worker.pipeline import Runtime
+from worker.settings import Settings
+from worker.store import RUNNABLE_STATES, Store
+from worker.watcher import Watcher
+
+STOP_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    store: Store
+    redis: redis_server.RedisServer
+    broker: dramatiq.Broker
+    runtime: Runtime
+
+
+@contextlib.contextmanager
+def parts(settings: Settings) -> Iterator[Parts]:
+    settings.ensure_folders()
+    store = Store(settings.state_db).open()
+    redis = redis_server.start(settings.redis_url, settings.var)
+    try:
+        broker = broker_module.install(redis.url)
+        from worker import actors  # after install: actors bind to that broker
+
+        runtime = Runtime(settings=settings, store=store)
+        actors.bind(runtime)
+        log.event(
+            "worker.configured",
+            home=settings.home,
+            redis=log.redact_url(redis.url) if settings.redis_url else "embedded",
+            smtp=log.redact_url(settings.smtp_url) or f"eml files in {settings.mail}",
+        )
+        yield Parts(settings, store, redis, broker, runtime)
+        broker.close()
+    finally:
+        redis.stop()
+
+
+def enqueuer(store: Store) -> Callable[[list[int]], None]:
+    from worker import actors
+
+    def enqueue(file_ids: list[int]) -> None:
+        for file_id in file_ids:
+            actors.advance.send(file_id)
+        store.mark_enqueued(file_ids)
+
+    return enqueue
+
+
+def kick_mail_if_due(store: Store) -> None:
+    from worker import actors
+
+    due = store.one(
+        "SELECT 1 FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? LIMIT 1",
+        (time.time(),),
+    )
+    if due:
+        actors.deliver_mail.send()
+
+
+class Stopper:
+    """Turns SIGINT and SIGTERM into an event the main loop waits on."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __enter__(self) -> Stopper:
+        self._old = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        log.event("worker.stopping", signal=signal.Signals(signum).name)
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _unfinished(store: Store) -> int:
+    marks = ",".join("?" for _ in RUNNABLE_STATES)
+    row = store.one(f"SELECT count(*) AS n FROM files WHERE state IN ({marks})", RUNNABLE_STATES)
+    return int(row["n"])
+
+
+def run(settings: Settings, *, once: bool = False, watch: bool = True, work: bool = True,
+        mail_timeout: float = 60.0) -> int:
+    """The foreground process. ``once``: drain the inbox, then exit 0."""
+    with parts(settings) as p, Stopper() as stopper:
+        worker = None
+        if work:
+            worker = broker_module.worker(p.broker, settings.worker_threads)
+            worker.start()
+        watcher = Watcher(settings, p.store, enqueuer(p.store)) if watch else None
+        try:
+            if watcher:
+                watcher.start()
+            kick_mail_if_due(p.store)
+            idle_since: float | None = None
+            while not stopper.event.is_set():
+                reconciled = watcher.step() if watcher else False
+                if reconciled:
+                    kick_mail_if_due(p.store)
+                if once and watcher:
+                    done = _drained(p, watcher)
+                    idle_since = (idle_since or time.monotonic()) if done == "mail" else None
+                    if done == "all" or (
+                        idle_since and time.monotonic() - idle_since > mail_timeout
+                    ):
+                        if done != "all":
+                            log.event("run.mail_pending", pending=outbox.pending(p.store))
+                        break
+                stopper.event.wait(0.05)
+        finally:
+            if watcher:
+                watcher.stop()
+            if worker:
+                worker.stop(timeout=STOP_TIMEOUT_MS)
+            log.event("worker.stopped")
+    return 0
+
+
+def _drained(p: Parts, watcher: Watcher) -> str | None:
+    """"all" when nothing is left, "mail" when only emails are, else None."""
+    if watcher.pending() or _unfinished(p.store):
+        return None
+    watcher.scan()
+    if watcher.pending():
+        return None
+    return "mail" if outbox.pending(p.store) else "all"

@@ -1,0 +1,206 @@
+"""The one place that reads configuration: ``invoice-worker.toml`` plus the environment.
+
+Every other module receives a :class:`Settings` as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "INVOICE_WORKER_"
+OBSERVERS = ("auto", "native", "polling")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Field comments give the defaults' reasons."""
+
+    home: Path = Path(".")
+    #: No URL means an embedded redis-server under ``var/``.
+    redis_url: str | None = None
+    #: No URL means emails are written as ``.eml`` files to ``mail/``.
+    smtp_url: str | None = None
+    mail_from: str = "invoice-worker@localhost"
+    admin_emails: tuple[str, ...] = ("admin@localhost",)
+    payment_link_base: str = "https://pay.example.com/pay/"
+    settle_seconds: float = 1.0
+    done_marker: bool = False
+    observer: str = "auto"
+    #: Watch subfolders of inbox/ too.
+    recursive: bool = False
+    require_approval: bool = False
+    max_error_rate: float = 1.0
+    default_account: str | None = None
+    accounts: Mapping[str, str] = field(default_factory=dict)
+    merchant_webhook_url: str | None = None
+    merchant_webhook_secret: str | None = None
+    #: Encoding tried when a file has no BOM and is not UTF-8 (e.g. ``cp1252``).
+    encoding: str | None = None
+    #: Currencies allowed; empty means every ISO 4217 code.
+    currencies: tuple[str, ...] = ()
+    #: Rows per chunk: bounds memory and the length of one transaction.
+    chunk_rows: int = 100_000
+    #: Seconds between reconciliation scans of inbox/ and of unfinished files.
+    scan_seconds: float = 2.0
+    #: Seconds a job holds a file before another run may take it over.
+    lease_seconds: float = 60.0
+    worker_threads: int = 4
+    #: Customer emails per second (0 = unpaced).
+    mail_rate: float = 50.0
+    log_format: str = "text"
+
+    @property
+    def inbox(self) -> Path:
+        return self.home / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def archive(self) -> Path:
+        return self.home / "archive"
+
+    @property
+    def rejected(self) -> Path:
+        return self.home / "rejected"
+
+    @property
+    def mail(self) -> Path:
+        return self.home / "mail"
+
+    @property
+    def var(self) -> Path:
+        return self.home / "var"
+
+    @property
+    def state_db(self) -> Path:
+        return self.var / "state.db"
+
+    @property
+    def work(self) -> Path:
+        """Validated chunks waiting to be processed, one folder per file."""
+        return self.var / "work"
+
+    @property
+    def claimed(self) -> Path:
+        """Where a claimed file waits: inside inbox/ so the claim is one atomic rename."""
+        return self.inbox / ".claimed"
+
+    def folders(self) -> list[Path]:
+        return [self.inbox, self.outbox, self.archive, self.rejected, self.mail, self.var]
+
+    def ensure_folders(self) -> None:
+        for folder in self.folders():
+            folder.mkdir(parents=True, exist_ok=True)
+        # The state and the rendered emails hold customer data: owner only.
+        for private in (self.var, self.mail):
+            private.chmod(0o700)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {value!r}")
+
+
+def _as_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(str(item).strip() for item in value if str(item).strip())
+
+
+def _as_accounts(key: str, value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        pairs = value.items()
+    else:
+        pairs = []
+        for item in _as_list(value):
+            account, sep, currency = item.rpartition(":")
+            if not sep or not account:
+                raise ConfigError(f"{key}: expected ID:CUR pairs, got {item!r}")
+            pairs.append((account, currency))
+    return {str(a).strip(): str(c).strip().upper() for a, c in pairs}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = kinds[key]
+    try:
+        if key == "home":
+            return Path(value)
+        if key == "accounts":
+            return _as_accounts(key, value)
+        if "tuple" in kind:
+            return _as_list(value)
+        if kind == "bool":
+            return _as_bool(key, value)
+        if kind == "float":
+            return float(value)
+        if kind == "int":
+            return int(value)
+        if value is None or str(value).strip() == "":
+            return None
+        return str(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def load(
+    env: Mapping[str, str] | None = None, home: Path | None = None, **overrides: Any
+) -> Settings:
+    """Read ``invoice-worker.toml`` then ``INVOICE_WORKER_*`` variables, then ``overrides``."""
+    env = os.environ if env is None else env
+    names = {f.name for f in fields(Settings)}
+    home = Path(home or env.get(ENV_PREFIX + "HOME") or ".")
+    config_path = Path(env.get(ENV_PREFIX + "CONFIG") or home / "invoice-worker.toml")
+    values: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            raw = tomllib.loads(config_path.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: {exc}") from exc
+        unknown = set(raw) - names
+        if unknown:
+            raise ConfigError(f"{config_path}: unknown keys {', '.join(sorted(unknown))}")
+        values.update(raw)
+    if "REDIS_URL" in env:
+        values["redis_url"] = env["REDIS_URL"]
+    for name in names:
+        if ENV_PREFIX + name.upper() in env:
+            values[name] = env[ENV_PREFIX + name.upper()]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["home"] = values.get("home", home)
+    settings = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    return _checked(settings)
+
+
+def _checked(settings: Settings) -> Settings:
+    home = settings.home.expanduser().resolve()
+    if settings.observer not in OBSERVERS:
+        raise ConfigError(f"observer: expected one of {', '.join(OBSERVERS)}")
+    if not 0 <= settings.max_error_rate <= 1:
+        raise ConfigError("max_error_rate: expected a fraction from 0 to 1")
+    if settings.settle_seconds < 0:
+        raise ConfigError("settle_seconds: expected a number of seconds >= 0")
+    if settings.chunk_rows < 1:
+        raise ConfigError("chunk_rows: expected a positive number of rows")
+    if settings.default_account and settings.accounts:
+        if settings.default_account not in settings.accounts:
+            raise ConfigError("default_account: not one of accounts")
+    return replace(settings, home=home)

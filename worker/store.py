@@ -1,0 +1,390 @@
+"""SQLite, the source of truth: schema, transactions and the file state machine.
+
+Redis only carries ids; every job reads the state here first and does only
+what is not yet recorded. Writers use WAL, ``BEGIN IMMEDIATE`` and a busy
+timeout: sqlite-utils' ``atomic()`` begins a deferred transaction, which fails
+at once with "database is locked" when a second writer upgrades.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from worker import log
+from worker.errors import StateError
+
+BUSY_TIMEOUT_MS = 60_000
+FIRST_INVOICE_NUMBER = 100_000_000_001
+
+#: The file state machine. Final states end a file's life.
+STATES = (
+    "received",
+    "validating",
+    "validated",
+    "awaiting_approval",
+    "processing",
+    "processed",
+    "rejected",
+    "failed",
+)
+FINAL_STATES = frozenset({"processed", "rejected", "failed"})
+#: States a job may pick up and move on (awaiting_approval waits for a person).
+RUNNABLE_STATES = ("received", "validating", "validated", "processing")
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "sshfs", "9p", "afs", "ceph")
+
+migrations = Migrations("invoice_worker")
+
+
+@migrations()
+def m001_schema(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE files (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            claimed_path TEXT NOT NULL UNIQUE,
+            sha256 TEXT,
+            size INTEGER,
+            kind TEXT,
+            state TEXT NOT NULL,
+            duplicate_of INTEGER REFERENCES files(id),
+            error_code TEXT,
+            error_message TEXT,
+            error_line INTEGER,
+            rows INTEGER,
+            valid INTEGER,
+            rejected INTEGER,
+            created INTEGER,
+            chunks INTEGER,
+            number_base INTEGER,
+            unknown_columns TEXT,
+            result_name TEXT,
+            final_path TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_until REAL,
+            enqueued_at REAL,
+            received_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            approved_at TEXT
+        );
+        CREATE INDEX files_sha256 ON files(sha256);
+        CREATE INDEX files_state ON files(state);
+        CREATE TABLE transitions (
+            id INTEGER PRIMARY KEY,
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            state TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE invoices (
+            invoice_number INTEGER PRIMARY KEY,
+            merchant_reference TEXT UNIQUE,
+            transaction_id TEXT UNIQUE,
+            file_id INTEGER NOT NULL,
+            line_number INTEGER,
+            type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            language TEXT,
+            customer_email TEXT,
+            customer_name TEXT,
+            customer_phone TEXT,
+            notification_type TEXT,
+            expires_at TEXT,
+            order_description TEXT,
+            payment_account TEXT,
+            link_command TEXT,
+            return_url TEXT,
+            token TEXT NOT NULL UNIQUE,
+            payment_link_url TEXT NOT NULL,
+            batch_number INTEGER,
+            description TEXT,
+            email_state TEXT,
+            sms_state TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            paid_at TEXT
+        );
+        CREATE INDEX invoices_file ON invoices(file_id, line_number);
+        CREATE INDEX invoices_email ON invoices(email_state) WHERE email_state = 'pending';
+        CREATE INDEX invoices_batch ON invoices(batch_number) WHERE batch_number IS NOT NULL;
+        CREATE TABLE chunks (
+            file_id INTEGER NOT NULL,
+            chunk INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            done_at TEXT NOT NULL,
+            PRIMARY KEY (file_id, chunk)
+        );
+        CREATE TABLE late_rejections (
+            file_id INTEGER NOT NULL,
+            line_number INTEGER NOT NULL,
+            code TEXT NOT NULL,
+            PRIMARY KEY (file_id, line_number)
+        );
+        CREATE TABLE payments (
+            payment_reference TEXT PRIMARY KEY,
+            file_id INTEGER NOT NULL,
+            line_number INTEGER NOT NULL,
+            invoice_number INTEGER NOT NULL,
+            amount INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            paid_at TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            file_id INTEGER,
+            recipients TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            message BLOB NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        CREATE INDEX outbox_pending ON outbox(state, next_attempt_at);
+        CREATE TABLE webhooks (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            invoice_number INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT
+        );
+        """
+    )
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The mount type holding ``path`` (from /proc/mounts), or None if unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, parts[2]
+    return kind
+
+
+def is_network_filesystem(path: Path) -> bool:
+    kind = filesystem_type(path) or ""
+    return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse")
+
+
+class Store:
+    """The state database. One connection per thread; safe across processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    # -- connections -------------------------------------------------------
+
+    def open(self) -> Store:
+        """Create the database if needed and apply pending migrations."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if is_network_filesystem(self.path.parent):
+            raise StateError(
+                f"{self.path.parent} is on a network filesystem "
+                f"({filesystem_type(self.path.parent)}); SQLite's locks are not safe there. "
+                "Keep var/ on a local disk (set INVOICE_WORKER_HOME to a local folder)."
+            )
+        lock_path = self.path.with_suffix(".lock")
+        with open(lock_path, "a") as lock:
+            # Migrations begin deferred: serialise them across processes.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            db = sqlite_utils.Database(self.conn, execute_plugins=False)
+            migrations.apply(db)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
+        return self
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            old = os.umask(0o077)
+            try:
+                # Autocommit: every transaction is an explicit BEGIN IMMEDIATE in write().
+                conn = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                )
+            finally:
+                os.umask(old)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """A sqlite-utils view of this thread's connection, for schema-aware queries."""
+        return sqlite_utils.Database(self.conn, execute_plugins=False, recursive_triggers=False)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: takes the write lock up front, waits if busy."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    # -- files -------------------------------------------------------------
+
+    def file(self, file_id: int) -> sqlite3.Row:
+        row = self.one("SELECT * FROM files WHERE id = ?", (file_id,))
+        if row is None:
+            raise StateError(f"no file with id {file_id}")
+        return row
+
+    def add_file(self, name: str, claimed_path: str, sha256: str, size: int) -> int:
+        """Record a claimed file; the same claimed path twice is the same file."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT id FROM files WHERE claimed_path = ?", (claimed_path,)
+            ).fetchone()
+            if row:
+                return int(row["id"])
+            stamp = now_iso()
+            cur = conn.execute(
+                "INSERT INTO files (name, claimed_path, sha256, size, state, received_at,"
+                " updated_at) VALUES (?, ?, ?, ?, 'received', ?, ?)",
+                (name, claimed_path, sha256, size, stamp, stamp),
+            )
+            file_id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO transitions (file_id, state, at) VALUES (?, 'received', ?)",
+                (file_id, stamp),
+            )
+        log.event("file.received", file_id=file_id, name=name, size=size, sha256=sha256[:16])
+        return file_id
+
+    def transition(
+        self, conn: sqlite3.Connection, file_id: int, state: str, **fields: Any
+    ) -> None:
+        """Move a file to ``state`` inside the caller's transaction, with its fields."""
+        assert state in STATES, state
+        stamp = now_iso()
+        fields = {**fields, "state": state, "updated_at": stamp}
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        conn.execute(
+            f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id)
+        )
+        conn.execute(
+            "INSERT INTO transitions (file_id, state, at) VALUES (?, ?, ?)",
+            (file_id, state, stamp),
+        )
+
+    def update_file(self, conn: sqlite3.Connection, file_id: int, **fields: Any) -> None:
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        conn.execute(
+            f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id)
+        )
+
+    # -- leases --------------------------------------------------------------
+
+    def take_lease(self, file_id: int, owner: str, seconds: float) -> bool:
+        """Take or renew the file's lease; False when another live run holds it."""
+        now = time.time()
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE files SET lease_owner = ?, lease_until = ? WHERE id = ?"
+                " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
+                (owner, now + seconds, file_id, owner, now),
+            )
+            return cur.rowcount == 1
+
+    def release_lease(self, file_id: int, owner: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE files SET lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND lease_owner = ?",
+                (file_id, owner),
+            )
+
+    def files_to_resume(self, older_than: float, leased_too: bool = False) -> list[int]:
+        """Unfinished files no live run holds, not enqueued in the last ``older_than`` s."""
+        now = time.time()
+        marks = ",".join("?" for _ in RUNNABLE_STATES)
+        rows = self.all(
+            f"SELECT id FROM files WHERE state IN ({marks})"
+            " AND (? OR lease_until IS NULL OR lease_until < ?)"
+            " AND (enqueued_at IS NULL OR enqueued_at < ?) ORDER BY id",
+            (*RUNNABLE_STATES, leased_too, now, now - older_than),
+        )
+        return [int(r["id"]) for r in rows]
+
+    def mark_enqueued(self, file_ids: list[int]) -> None:
+        if not file_ids:
+            return
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE files SET enqueued_at = ? WHERE id = ?",
+                [(time.time(), i) for i in file_ids],
+            )
+
+    # -- counters ------------------------------------------------------------
+
+    def reserve_numbers(self, conn: sqlite3.Connection, name: str, count: int) -> int:
+        """Reserve ``count`` consecutive numbers inside the caller's transaction."""
+        row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        start = int(row["value"]) if row else FIRST_INVOICE_NUMBER
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, start + count),
+        )
+        return start

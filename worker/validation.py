@@ -1,0 +1,174 @@
+"""Invoice file validation: the column rules over each chunk, vectorised in polars.
+
+A validated chunk is written to ``var/work/<file id>/chunk-NNNNN.parquet`` with
+every row's errors and, for valid rows, the normalised invoice fields, the
+row's ordinal among valid rows (its invoice number is the file's reserved base
+plus that ordinal) and its payment-link token. Processing and the results
+file read these chunks, so a restart never re-draws a token or a number.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from rules import values
+from rules.columns import COLUMN_NAMES, Context, errors_expr
+from worker.kinds import Summary
+from worker.readers import Table
+
+TOKEN_BYTES = 16  # 128 bits from the OS's CSPRNG
+ExistsCheck = Callable[[pl.Series], pl.Series]
+
+#: What a chunk file holds, in order.
+CHUNK_COLUMNS = (
+    "line_number",
+    "errors",
+    "valid",
+    "ordinal",
+    "merchant_reference",
+    "amount_text",
+    "currency_text",
+    "amount",
+    "currency",
+    "language",
+    "customer_email",
+    "customer_name",
+    "customer_phone",
+    "notification_type",
+    "expires_at",
+    "order_description",
+    "payment_account",
+    "link_command",
+    "return_url",
+    "token",
+)
+
+
+def tokens(count: int) -> pl.Series:
+    """``count`` hex tokens of 128 random bits, drawn in one call."""
+    raw = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(TOKEN_BYTES), count, [None, pa.py_buffer(secrets.token_bytes(TOKEN_BYTES * count))]
+    )
+    return pl.Series("token", raw).cast(pl.Binary).bin.encode("hex")
+
+
+def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
+    """Known columns trimmed, blanks as null, missing optional columns added."""
+    present = set(frame.columns)
+    return frame.select(
+        "line_number",
+        *[
+            (
+                pl.col(name).str.strip_chars().replace("", None)
+                if name in present
+                else pl.lit(None, pl.String)
+            ).alias(name)
+            for name in COLUMN_NAMES
+        ],
+    ).filter(~pl.all_horizontal(pl.col(list(COLUMN_NAMES)).is_null()))
+
+
+def _normalised(ctx: Context) -> list[pl.Expr]:
+    return [
+        pl.col("merchant_reference"),
+        pl.col("amount").alias("amount_text"),
+        pl.col("currency").alias("currency_text"),
+        values.amount(pl.col("amount")).alias("amount"),
+        pl.col("currency").str.to_uppercase().alias("currency"),
+        pl.col("language").str.to_lowercase().alias("language"),
+        pl.col("customer_email"),
+        pl.col("customer_name"),
+        pl.col("customer_phone"),
+        values.notification_type(pl.col("notification_type")).alias("notification_type"),
+        values.instant(pl.col("request_expiry_date"))
+        .dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .alias("expires_at"),
+        pl.col("order_description"),
+        pl.col("payment_account").fill_null(pl.lit(ctx.default_account, pl.String)),
+        pl.col("link_command"),
+        pl.col("return_url"),
+    ]
+
+
+class InvoiceValidator:
+    """Validates one file chunk by chunk, remembering references across chunks."""
+
+    def __init__(self, ctx: Context, exists: ExistsCheck | None = None) -> None:
+        self.ctx = ctx
+        self.exists = exists
+        self.seen = pl.Series("merchant_reference", [], pl.String)
+        self.summary = Summary()
+        self._errors = errors_expr(ctx)
+        self._normal = _normalised(ctx)
+
+    def chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
+        frame = _prepare(raw)
+        refs = frame["merchant_reference"]
+        seen_in_file = ~refs.is_first_distinct() | refs.is_in(self.seen.implode())
+        exists = self.exists(refs) if self.exists else pl.repeat(False, len(refs), eager=True)
+        frame = frame.with_columns(
+            _seen_in_file=seen_in_file.fill_null(False),
+            _exists=exists,
+            _email_ok=values.email_ok(frame["customer_email"]),
+        )
+        self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
+        checked = frame.select("line_number", errors=self._errors, *self._normal)
+        valid = checked["errors"] == ""
+        base = self.summary.valid
+        checked = checked.with_columns(
+            valid=valid,
+            ordinal=pl.when(valid).then(valid.cast(pl.Int64).cum_sum() - 1 + base),
+            token=pl.when(valid).then(tokens(len(checked))),
+        ).select(CHUNK_COLUMNS)
+        self._count(checked)
+        return checked
+
+    def _count(self, checked: pl.DataFrame) -> None:
+        s = self.summary
+        rejected = checked.filter(~pl.col("valid"))
+        s.rows += len(checked)
+        s.rejected += len(rejected)
+        s.valid += len(checked) - len(rejected)
+        s.chunks += 1
+        room = 20 - len(s.first_errors)
+        if room > 0:
+            s.first_errors.extend(
+                rejected.head(room).select("line_number", "merchant_reference", "errors").rows()
+            )
+
+    def run(self, table: Table, chunk_rows: int) -> Iterator[pl.DataFrame]:
+        """Validated chunks of a whole table; ``self.summary`` holds the totals after."""
+        self.summary.unknown_columns = [
+            c for c in table.columns if c not in COLUMN_NAMES and c != "line_number"
+        ]
+        for raw in table.batches(chunk_rows):
+            yield self.chunk(raw)
+
+
+def chunk_path(folder: Path, index: int) -> Path:
+    return folder / f"chunk-{index:05d}.parquet"
+
+
+def validate_to(
+    table: Table, ctx: Context, folder: Path, chunk_rows: int, exists: ExistsCheck | None
+) -> Summary:
+    """Validate ``table`` into chunk files under ``folder`` (replacing any earlier try)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("chunk-*.parquet"):
+        old.unlink()
+    validator = InvoiceValidator(ctx, exists)
+    for index, chunk in enumerate(validator.run(table, chunk_rows)):
+        tmp = folder / f".chunk-{index:05d}.tmp"
+        chunk.write_parquet(tmp, compression="lz4", statistics=False)
+        tmp.replace(chunk_path(folder, index))
+    return validator.summary
+
+
+def read_chunks(folder: Path) -> Iterator[tuple[int, pl.DataFrame]]:
+    for path in sorted(folder.glob("chunk-*.parquet")):
+        yield int(path.stem.split("-")[1]), pl.read_parquet(path)
