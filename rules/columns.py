@@ -210,9 +210,11 @@ INVOICE_COLUMNS: tuple[Column, ...] = (
             Rule(
                 "INVALID_VALUE",
                 "EMAIL, SMS, NONE or a comma list of them",
-                lambda ctx: values.notification_items(col("notification_type"))
-                .list.eval(~pl.element().is_in(list(values.NOTIFICATIONS)))
-                .list.any(),
+                lambda ctx: (
+                    values.notification_items(col("notification_type"))
+                    .list.eval(~pl.element().is_in(list(values.NOTIFICATIONS)))
+                    .list.any()
+                ),
             ),
         ),
         example="EMAIL",

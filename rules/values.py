@@ -33,12 +33,9 @@ def amount(text: pl.Expr) -> pl.Expr:
 
 def instant(text: pl.Expr) -> pl.Expr:
     """An RFC 3339 / ISO 8601 date-time with offset, as a UTC datetime; else null."""
-    normal = text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T").str.replace(
-        r"[zZ]$", "+00:00"
-    )
+    normal = text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ tT]", "${1}T").str.replace(r"[zZ]$", "+00:00")
     parsed = [
-        normal.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False)
-        for fmt in INSTANT_FORMATS
+        normal.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False) for fmt in INSTANT_FORMATS
     ]
     return pl.coalesce(parsed)
 

@@ -23,10 +23,18 @@ pass_settings = click.make_pass_decorator(Settings)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="INVOICE_WORKER_HOME",
-              help="Home folder (inbox/, outbox/, ...). Default: the current directory.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-              help="One key=value line per event (text) or one JSON object per line.")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="INVOICE_WORKER_HOME",
+    help="Home folder (inbox/, outbox/, ...). Default: the current directory.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="One key=value line per event (text) or one JSON object per line.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.version_option(package_name="invoice-worker")
 @click.pass_context
@@ -61,7 +69,9 @@ def _service(settings: Settings, **kwargs: object) -> None:
 
 
 @main.command()
-@click.option("--once", is_flag=True, help="Process everything in inbox/ to a final state, then exit 0.")
+@click.option(
+    "--once", is_flag=True, help="Process everything in inbox/ to a final state, then exit 0."
+)
 @pass_settings
 def run(settings: Settings, once: bool) -> None:
     """Watcher and workers in one foreground process (embedded Redis unless a URL is set).
@@ -144,8 +154,10 @@ def status(settings: Settings, as_json: bool, limit: int) -> None:
     if not rows:
         click.echo("No files yet.")
         return
-    click.echo(f"{'ID':>5}  {'STATE':<18} {'KIND':<9} {'ROWS':>8} {'VALID':>8} {'REJ':>6} "
-               f"{'CREATED':>8}  NAME")
+    click.echo(
+        f"{'ID':>5}  {'STATE':<18} {'KIND':<9} {'ROWS':>8} {'VALID':>8} {'REJ':>6} "
+        f"{'CREATED':>8}  NAME"
+    )
     for r in rows:
         name = json.dumps(r["name"], ensure_ascii=False)[1:-1]
         note = f"  [{r['error_code']}]" if r["error_code"] else ""

@@ -18,16 +18,24 @@ from rules.columns import Context
 from worker import kinds, processing, validation
 from worker.kinds import Summary
 from worker.readers import Table
-from worker.results import INVOICE_RESULT_COLUMNS, formula_safe, invoice_result_rows, write_csv_frames
+from worker.results import (
+    INVOICE_RESULT_COLUMNS,
+    formula_safe,
+    invoice_result_rows,
+    write_csv_frames,
+)
 
 if TYPE_CHECKING:
     from worker.pipeline import Runtime
 
 
-def rules_context(settings_currencies: tuple[str, ...], accounts: dict[str, str],
-                  default_account: str | None) -> Context:
+def rules_context(
+    settings_currencies: tuple[str, ...], accounts: dict[str, str], default_account: str | None
+) -> Context:
     known = values.currencies()
-    allowed = frozenset(c.upper() for c in settings_currencies) & known if settings_currencies else known
+    allowed = (
+        frozenset(c.upper() for c in settings_currencies) & known if settings_currencies else known
+    )
     return Context(
         now=datetime.now(UTC),
         currencies=allowed,
@@ -124,9 +132,7 @@ class InvoiceFiles:
 
 
 def _chunk_files(folder: Path) -> list[tuple[int, Path]]:
-    return [
-        (int(p.stem.split("-")[1]), p) for p in sorted(folder.glob("chunk-*.parquet"))
-    ]
+    return [(int(p.stem.split("-")[1]), p) for p in sorted(folder.glob("chunk-*.parquet"))]
 
 
 kinds.register(InvoiceFiles())

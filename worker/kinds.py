@@ -55,9 +55,7 @@ class FileKind(Protocol):
     def process(self, rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
         """Apply the valid rows; each unit of work commits with its own done-mark."""
 
-    def write_results(
-        self, rt: Runtime, file: sqlite3.Row, target: Path, created: bool
-    ) -> None:
+    def write_results(self, rt: Runtime, file: sqlite3.Row, target: Path, created: bool) -> None:
         """Write the results file (atomically); ``created`` False when nothing was."""
 
     def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:

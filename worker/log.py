@@ -43,7 +43,9 @@ class EventFormatter(logging.Formatter):
             fields = {**fields, "error": repr(record.exc_info[1])}
         if self.json:
             doc = {"time": stamp, "level": record.levelname.lower(), "event": name}
-            doc.update({k: v if isinstance(v, int | float | bool) else str(v) for k, v in fields.items()})
+            doc.update(
+                {k: v if isinstance(v, int | float | bool) else str(v) for k, v in fields.items()}
+            )
             return json.dumps(doc, ensure_ascii=False)
         pairs = " ".join(f"{key}={_text(value)}" for key, value in fields.items())
         line = f"{stamp} {record.levelname:<7} {_text(name)}"

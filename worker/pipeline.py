@@ -25,9 +25,9 @@ from pathlib import Path
 
 from notifications import outbox, reports
 from notifications.reports import Envelope
-from worker import files, invoices, log, readers  # invoices: registers its kind
+from worker import files, log, readers  # invoices: registers its kind
 from worker.errors import FileRejected, LeaseHeld
-from worker.kinds import REGISTRY, FileKind, Summary
+from worker.kinds import REGISTRY, Summary
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
 from worker.store import FINAL_STATES, Store
@@ -224,7 +224,8 @@ def _result_stem(rt: Runtime, file: sqlite3.Row) -> str:
         return str(file["result_name"])
     with rt.store.write() as conn:
         taken = [
-            r[0] for r in conn.execute("SELECT result_name FROM files WHERE result_name IS NOT NULL")
+            r[0]
+            for r in conn.execute("SELECT result_name FROM files WHERE result_name IS NOT NULL")
         ]
         stem = result_stem(rt.settings.outbox, file["name"], file["id"], taken)
         rt.store.update_file(conn, file["id"], result_name=stem)
@@ -340,5 +341,6 @@ def approve(store: Store, file_id: int) -> sqlite3.Row:
             (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), file_id),
         )
         store.transition(conn, file_id, "processing")
-    log.event("file.approved", file_id=file_id)
-    return store.file(file_id)
+    file = store.file(file_id)
+    log.event("file.processing", file_id=file_id, name=file["name"], approved=True)
+    return file

@@ -78,7 +78,9 @@ class Table:
             for frame in self.scan().collect_batches(chunk_size=rows):
                 yield frame
         except pl.exceptions.PolarsError as exc:
-            raise FileRejected("UNREADABLE_FILE", f"not parseable as CSV: {_first_line(exc)}") from exc
+            raise FileRejected(
+                "UNREADABLE_FILE", f"not parseable as CSV: {_first_line(exc)}"
+            ) from exc
 
 
 def _first_line(exc: Exception) -> str:
@@ -228,13 +230,13 @@ def open_table(path: Path, work: Path, fallback_encoding: str | None = None) -> 
     repeated = sorted(set(duplicates) & set(required))
     if repeated:
         raise FileRejected(
-            "UNREADABLE_FILE", f"line 1: column {', '.join(repeated)} appears more than once", line=1
+            "UNREADABLE_FILE",
+            f"line 1: column {', '.join(repeated)} appears more than once",
+            line=1,
         )
     missing = [c for c in required if c not in columns]
     if missing:
-        raise FileRejected(
-            "MISSING_COLUMN", f"missing column(s): {', '.join(missing)}", line=1
-        )
+        raise FileRejected("MISSING_COLUMN", f"missing column(s): {', '.join(missing)}", line=1)
     return Table(path=path, kind=kind, separator=separator, columns=tuple(columns))
 
 

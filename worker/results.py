@@ -116,7 +116,9 @@ def invoice_result_rows(
         .then(pl.lit(link_base.rstrip("/") + "/") + pl.col("token"))
         .alias("payment_link_url"),
         formula_safe(
-            pl.when(pl.col("valid")).then(pl.col("amount").cast(pl.String)).otherwise(pl.col("amount_text"))
+            pl.when(pl.col("valid"))
+            .then(pl.col("amount").cast(pl.String))
+            .otherwise(pl.col("amount_text"))
         ).alias("amount"),
         formula_safe(
             pl.when(pl.col("valid")).then(pl.col("currency")).otherwise(pl.col("currency_text"))

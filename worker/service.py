@@ -110,8 +110,14 @@ def _unfinished(store: Store) -> int:
     return int(row["n"])
 
 
-def run(settings: Settings, *, once: bool = False, watch: bool = True, work: bool = True,
-        mail_timeout: float = 60.0) -> int:
+def run(
+    settings: Settings,
+    *,
+    once: bool = False,
+    watch: bool = True,
+    work: bool = True,
+    mail_timeout: float = 60.0,
+) -> int:
     """The foreground process. ``once``: drain the inbox, then exit 0."""
     with parts(settings) as p, Stopper() as stopper:
         worker = None
@@ -148,7 +154,7 @@ def run(settings: Settings, *, once: bool = False, watch: bool = True, work: boo
 
 
 def _drained(p: Parts, watcher: Watcher) -> str | None:
-    """"all" when nothing is left, "mail" when only emails are, else None."""
+    """ "all" when nothing is left, "mail" when only emails are, else None."""
     if watcher.pending() or _unfinished(p.store):
         return None
     watcher.scan()

@@ -312,17 +312,13 @@ class Store:
         log.event("file.received", file_id=file_id, name=name, size=size, sha256=sha256[:16])
         return file_id
 
-    def transition(
-        self, conn: sqlite3.Connection, file_id: int, state: str, **fields: Any
-    ) -> None:
+    def transition(self, conn: sqlite3.Connection, file_id: int, state: str, **fields: Any) -> None:
         """Move a file to ``state`` inside the caller's transaction, with its fields."""
         assert state in STATES, state
         stamp = now_iso()
         fields = {**fields, "state": state, "updated_at": stamp}
         assignments = ", ".join(f"{key} = ?" for key in fields)
-        conn.execute(
-            f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id)
-        )
+        conn.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id))
         conn.execute(
             "INSERT INTO transitions (file_id, state, at) VALUES (?, ?, ?)",
             (file_id, state, stamp),
@@ -330,9 +326,7 @@ class Store:
 
     def update_file(self, conn: sqlite3.Connection, file_id: int, **fields: Any) -> None:
         assignments = ", ".join(f"{key} = ?" for key in fields)
-        conn.execute(
-            f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id)
-        )
+        conn.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id))
 
     # -- leases --------------------------------------------------------------
 

@@ -23,7 +23,13 @@ def csv_template(kind: str, expiry: datetime) -> str:
         row = ["TX-2026-0001", "100000000001", "March invoices, paid as one"]
     else:
         header = list(PAYMENT_COLUMNS)
-        row = ["PAY-2026-0001", "100000000001", "10000", "USD", expiry.strftime("%Y-%m-%dT10:00:00+00:00")]
+        row = [
+            "PAY-2026-0001",
+            "100000000001",
+            "10000",
+            "USD",
+            expiry.strftime("%Y-%m-%dT10:00:00+00:00"),
+        ]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)

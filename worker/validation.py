@@ -52,7 +52,9 @@ CHUNK_COLUMNS = (
 def tokens(count: int) -> pl.Series:
     """``count`` hex tokens of 128 random bits, drawn in one call."""
     raw = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(TOKEN_BYTES), count, [None, pa.py_buffer(secrets.token_bytes(TOKEN_BYTES * count))]
+        pa.binary(TOKEN_BYTES),
+        count,
+        [None, pa.py_buffer(secrets.token_bytes(TOKEN_BYTES * count))],
     )
     return pl.Series("token", raw).cast(pl.Binary).bin.encode("hex")
 

@@ -1,0 +1,139 @@
+"""Builders and waiters shared by the tests: real files, real processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from worker.settings import Settings
+from worker.store import FINAL_STATES, Store
+
+INVOICE_HEADER = (
+    "service_command",
+    "merchant_reference",
+    "amount",
+    "currency",
+    "language",
+    "customer_email",
+    "request_expiry_date",
+    "notification_type",
+    "customer_name",
+    "customer_phone",
+    "order_description",
+    "payment_account",
+    "link_command",
+    "return_url",
+)
+
+
+def future(days: int = 30) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def invoice_row(n: int = 1, **fields: Any) -> dict[str, Any]:
+    row = {
+        "service_command": "PAYMENT_LINK",
+        "merchant_reference": f"REF-{n:06d}",
+        "amount": "10000",
+        "currency": "USD",
+        "language": "en",
+        "customer_email": f"customer{n}@example.com",
+        "request_expiry_date": future(),
+        "notification_type": "NONE",
+        "customer_name": f"Customer {n}",
+        "customer_phone": "",
+        "order_description": "",
+        "payment_account": "",
+        "link_command": "",
+        "return_url": "",
+    }
+    row.update(fields)
+    return row
+
+
+def invoice_csv(
+    rows: list[dict[str, Any]],
+    header: tuple[str, ...] = INVOICE_HEADER,
+    delimiter: str = ",",
+    newline: str = "\n",
+) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(
+        out,
+        fieldnames=list(header),
+        delimiter=delimiter,
+        lineterminator=newline,
+        extrasaction="ignore",
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def drop(settings: Settings, name: str, content: str | bytes) -> Path:
+    """Write-then-rename into the inbox, as the README tells ERPs to."""
+    data = content.encode() if isinstance(content, str) else content
+    tmp = settings.inbox / f".{name}.tmp"
+    tmp.write_bytes(data)
+    target = settings.inbox / name
+    os.rename(tmp, target)
+    return target
+
+
+def wait_files(
+    store: Store,
+    count: int,
+    timeout: float = 30,
+    states: frozenset[str] = FINAL_STATES | {"awaiting_approval"},
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = [dict(r) for r in store.all("SELECT * FROM files ORDER BY id")]
+        if len(rows) >= count and all(r["state"] in states for r in rows):
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(
+        f"files not final after {timeout}s: {[(r['id'], r['state']) for r in rows]}"
+    )
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def cli_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("INVOICE_WORKER_", "REDIS_URL"))
+    }
+    env.update(
+        {
+            "INVOICE_WORKER_HOME": str(home),
+            "INVOICE_WORKER_SETTLE_SECONDS": "0.1",
+            "INVOICE_WORKER_SCAN_SECONDS": "0.5",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def cli(
+    *args: str, home: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """The real ``invoice-worker`` process."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=cli_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=home,
+    )
