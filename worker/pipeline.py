@@ -99,7 +99,9 @@ def _intake(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     try:
         info = path.lstat()
     except FileNotFoundError:
-        raise FileRejected("UNREADABLE_FILE", "the claimed file disappeared before it was read")
+        raise FileRejected(
+            "UNREADABLE_FILE", "the claimed file disappeared before it was read"
+        ) from None
     if not stat.S_ISREG(info.st_mode):
         raise FileRejected(
             "UNREADABLE_FILE", "not a regular file (symbolic links and pipes are not followed)"

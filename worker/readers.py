@@ -75,8 +75,7 @@ class Table:
     def batches(self, rows: int) -> Iterator[pl.DataFrame]:
         """The data rows in chunks of ``rows``, with their record-based ``line_number``."""
         try:
-            for frame in self.scan().collect_batches(chunk_size=rows):
-                yield frame
+            yield from self.scan().collect_batches(chunk_size=rows)
         except pl.exceptions.PolarsError as exc:
             raise FileRejected(
                 "UNREADABLE_FILE", f"not parseable as CSV: {_first_line(exc)}"

@@ -200,7 +200,6 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("settle_seconds: expected a number of seconds >= 0")
     if settings.chunk_rows < 1:
         raise ConfigError("chunk_rows: expected a positive number of rows")
-    if settings.default_account and settings.accounts:
-        if settings.default_account not in settings.accounts:
-            raise ConfigError("default_account: not one of accounts")
+    if settings.accounts and settings.default_account not in (None, *settings.accounts):
+        raise ConfigError("default_account: not one of accounts")
     return replace(settings, home=home)

@@ -119,7 +119,7 @@ class InvoiceValidator:
             _email_ok=values.email_ok(frame["customer_email"]),
         )
         self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
-        checked = frame.select("line_number", errors=self._errors, *self._normal)
+        checked = frame.select("line_number", self._errors.alias("errors"), *self._normal)
         valid = checked["errors"] == ""
         base = self.summary.valid
         checked = checked.with_columns(
