@@ -25,9 +25,9 @@ from pathlib import Path
 
 from notifications import outbox, reports
 from notifications.reports import Envelope
-from worker import files, log, readers  # invoices: registers its kind
+from worker import files, kinds, log, readers
 from worker.errors import FileRejected, LeaseHeld
-from worker.kinds import REGISTRY, Summary
+from worker.kinds import Summary
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
 from worker.store import FINAL_STATES, Store
@@ -124,7 +124,7 @@ def _intake(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
 def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     work = rt.work(file)
     table = readers.open_table(Path(file["claimed_path"]), work, rt.settings.encoding)
-    kind = REGISTRY.get(table.kind)
+    kind = kinds.get(table.kind)
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
     with rt.store.write() as conn:
@@ -184,7 +184,8 @@ def _release(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
 
 
 def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
-    kind = REGISTRY[file["kind"]]
+    kind = kinds.get(file["kind"])
+    assert kind is not None, file["kind"]
     kind.process(rt, file, renew)
     file = rt.store.file(file["id"])
     name = _result_stem(rt, file) + kind.result_suffix
@@ -254,7 +255,7 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
     """A whole-file rejection: error.json (and results when rows were read), original to
     rejected/, the administrators told. Safe to repeat."""
     file = rt.store.file(file_id)
-    kind = REGISTRY.get(file["kind"] or "")
+    kind = kinds.get(file["kind"])
     with rt.store.write() as conn:
         rt.store.update_file(
             conn, file_id, error_code=why.code, error_message=why.message, error_line=why.line
