@@ -26,7 +26,7 @@ from pathlib import Path
 from notifications import outbox, reports
 from notifications.reports import Envelope
 from worker import files, kinds, log, readers
-from worker.errors import FileRejected, LeaseHeld
+from worker.errors import FileRejected, LeaseHeld, StateError
 from worker.kinds import Summary
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
@@ -334,11 +334,15 @@ def advance(rt: Runtime, file_id: int) -> str:
 
 
 def approve(store: Store, file_id: int) -> sqlite3.Row:
-    """Release a file waiting for approval; the reconciler enqueues it."""
+    """Release a file waiting for approval; the reconciler enqueues it.
+
+    Raises StateError when there is no such file or it is not waiting."""
     with store.write() as conn:
         row = conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)).fetchone()
-        if row is None or row["state"] != "awaiting_approval":
-            return row
+        if row is None:
+            raise StateError(f"no file with id {file_id}")
+        if row["state"] != "awaiting_approval":
+            raise StateError(f"file {file_id} is {row['state']}, not awaiting approval")
         conn.execute(
             "UPDATE files SET approved_at = ?, enqueued_at = NULL WHERE id = ?",
             (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), file_id),
