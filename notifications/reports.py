@@ -117,6 +117,20 @@ def processing(
     )
 
 
+def stalled(envelope: Envelope, file: dict[str, Any], *, state: str, error: str) -> EmailMessage:
+    """Sent once per file when it cannot move on for a reason outside the file (disk, folder)."""
+    text, html = render(
+        "stalled", title=f"Waiting: {file['name']}", file=file, state=state, error=error
+    )
+    return build(
+        sender=envelope.sender,
+        recipients=envelope.admins,
+        subject=_subject(file, f"waiting ({state}): {error}"),
+        text=text,
+        html=html,
+    )
+
+
 def rejection(
     envelope: Envelope,
     file: dict[str, Any],

@@ -12,6 +12,7 @@ under a key that exists once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -327,10 +328,30 @@ def advance(rt: Runtime, file_id: int) -> str:
                 if file["state"] == "processing":
                     raise
                 reject(rt, file_id, why)
+            except OSError as exc:
+                # Disk full, a folder not writable: nothing is marked done; retried later.
+                _stalled(rt, file, exc)
+                raise
             renew()
     finally:
         with contextlib.suppress(Exception):
             rt.store.release_lease(file_id, owner)
+
+
+def _stalled(rt: Runtime, file: sqlite3.Row, exc: OSError) -> None:
+    log.event(
+        "file.stalled",
+        logging.ERROR,
+        file_id=file["id"],
+        name=file["name"],
+        state=file["state"],
+        error=f"{exc.strerror or exc} ({exc.filename or ''})",
+    )
+    with contextlib.suppress(Exception):
+        msg = reports.stalled(rt.envelope, _file_doc(file), state=file["state"], error=str(exc))
+        with rt.store.write() as conn:
+            outbox.record(conn, f"file:{file['id']}:stalled", "stalled", file["id"], msg)
+        rt.kick_mail()
 
 
 def approve(store: Store, file_id: int) -> sqlite3.Row:
