@@ -16,6 +16,9 @@ from babel.numbers import format_currency, get_currency_precision
 from notifications.message import Attachment, build, header_text
 from notifications.render import render
 
+#: Unknown columns named in an email, at most (a file may have thousands).
+MAX_LISTED = 20
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -77,7 +80,12 @@ def validation(
         rejected=rejected,
         first_errors=first_errors,
         more_errors=max(rejected - len(first_errors), 0),
-        unknown_columns=unknown_columns,
+        unknown_columns=unknown_columns[:MAX_LISTED]
+        + (
+            [f"and {len(unknown_columns) - MAX_LISTED} more"]
+            if len(unknown_columns) > MAX_LISTED
+            else []
+        ),
         next_step=next_step,
     )
     return build(
