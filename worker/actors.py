@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from notifications import outbox
+from notifications import outbox, webhook
 from notifications.transport import from_url
 from worker import log, pipeline
 from worker.errors import LeaseHeld
@@ -21,6 +21,8 @@ def bind(runtime: pipeline.Runtime) -> None:
     global _runtime
     _runtime = runtime
     runtime.kick_mail = lambda: deliver_mail.send()
+    if runtime.settings.merchant_webhook_url:
+        runtime.kick_webhooks = lambda: deliver_webhooks.send()
 
 
 def runtime() -> pipeline.Runtime:
@@ -61,4 +63,18 @@ def deliver_mail() -> None:
         transport.close()
 
 
-ALL = (advance, deliver_mail)
+@dramatiq.actor(queue_name="webhooks", max_retries=0, time_limit=HOUR_MS)
+def deliver_webhooks() -> None:
+    """POST every merchant webhook that is due; the reconciler calls again for those deferred."""
+    rt = runtime()
+    url, secret = rt.settings.merchant_webhook_url, rt.settings.merchant_webhook_secret
+    if not url or not secret:
+        return
+    endpoint = webhook.Endpoint(url, secret)
+    while True:
+        counts = webhook.deliver_due(rt.store, endpoint)
+        if counts["deferred"] or not counts["sent"]:
+            return
+
+
+ALL = (advance, deliver_mail, deliver_webhooks)
