@@ -208,16 +208,16 @@ def apply(conn: sqlite3.Connection, file_id: int, decided: pl.DataFrame, ctx: Co
         " amount, currency, paid_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         paid.select(
             "payment_reference",
-            pl.lit(file_id),
+            pl.lit(file_id).alias("file_id"),
             "line_number",
             "invoice_number",
             "amount",
             "currency",
             "paid_at",
-            pl.lit(stamp),
+            pl.lit(stamp).alias("created_at"),
         ).iter_rows(),
     )
-    marks = paid.select("paid_at", pl.lit(stamp), "invoice_number")
+    marks = paid.select("paid_at", pl.lit(stamp).alias("updated_at"), "invoice_number")
     conn.executemany(
         "UPDATE invoices SET status = 'PAID', paid_at = ?, updated_at = ?"
         " WHERE invoice_number = ? AND status = 'NEW'",
@@ -246,7 +246,7 @@ def _record_webhooks(conn: sqlite3.Connection, paid: pl.DataFrame, stamp: str) -
         paid.select("invoice_number", "payment_reference", payment.alias("payment"))
         .join(docs, on="invoice_number", how="left")
         .select(
-            pl.lit("payment:") + pl.col("payment_reference"),
+            (pl.lit("payment:") + pl.col("payment_reference")).alias("key"),
             "invoice_number",
             pl.struct(
                 pl.lit("invoice.paid").alias("event"),
@@ -254,8 +254,9 @@ def _record_webhooks(conn: sqlite3.Connection, paid: pl.DataFrame, stamp: str) -
                 documents.invoice_doc().alias("data"),
             )
             .struct.json_encode()
-            .cast(pl.Binary),
-            pl.lit(stamp),
+            .cast(pl.Binary)
+            .alias("body"),
+            pl.lit(stamp).alias("created_at"),
         )
     )
     webhook.record(conn, bodies.iter_rows())
