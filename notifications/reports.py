@@ -16,6 +16,9 @@ from babel.numbers import format_currency, get_currency_precision
 from notifications.message import Attachment, build, header_text
 from notifications.render import render
 
+#: Unknown columns named in an email, at most (a file may have thousands).
+MAX_LISTED = 20
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -77,7 +80,12 @@ def validation(
         rejected=rejected,
         first_errors=first_errors,
         more_errors=max(rejected - len(first_errors), 0),
-        unknown_columns=unknown_columns,
+        unknown_columns=unknown_columns[:MAX_LISTED]
+        + (
+            [f"and {len(unknown_columns) - MAX_LISTED} more"]
+            if len(unknown_columns) > MAX_LISTED
+            else []
+        ),
         next_step=next_step,
     )
     return build(
@@ -112,6 +120,20 @@ def processing(
         sender=envelope.sender,
         recipients=envelope.admins,
         subject=_subject(file, f"processed, {created} invoices created"),
+        text=text,
+        html=html,
+    )
+
+
+def stalled(envelope: Envelope, file: dict[str, Any], *, state: str, error: str) -> EmailMessage:
+    """Sent once per file when it cannot move on for a reason outside the file (disk, folder)."""
+    text, html = render(
+        "stalled", title=f"Waiting: {file['name']}", file=file, state=state, error=error
+    )
+    return build(
+        sender=envelope.sender,
+        recipients=envelope.admins,
+        subject=_subject(file, f"waiting ({state}): {error}"),
         text=text,
         html=html,
     )

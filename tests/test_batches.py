@@ -275,3 +275,34 @@ def test_two_batch_files_racing_for_one_invoice_link_it_once(make_pipeline, sett
     row = store.one("SELECT batch_number FROM invoices WHERE invoice_number = ?", (shared,))
     assert row["batch_number"] == int(winner["data"]["invoiceNumber"])
     assert store.one("SELECT count(*) AS n FROM invoices WHERE type = 'BATCH'")["n"] == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        ("[]", "EMPTY_FILE"),
+        ('{"orderId": 1}', "UNKNOWN_FILE_KIND"),
+        ('[{"transactionId": "TX-1", "invoiceNumbers": []}, 3]', "UNREADABLE_FILE"),
+        ("[" * 5000 + "]" * 5000, "UNREADABLE_FILE"),
+        ('{"transactionId": "TX-1",\n', "UNREADABLE_FILE"),
+        ("transaction_id,description\nTX-1,x\n", "MISSING_COLUMN"),
+    ],
+    ids=["empty-array", "not-a-request", "not-an-object", "nested", "truncated", "no-invoices"],
+)
+def test_a_batch_file_that_cannot_be_used_is_rejected_whole(pipeline, settings, content, code):
+    file = run_file(pipeline, "bad.json", content)
+    assert file["state"] == "rejected"
+    error = json.loads((settings.outbox / "bad.json.error.json").read_text())
+    assert error["code"] == code
+    assert (settings.rejected / "bad.json").read_text() == content
+
+
+def test_a_request_may_name_an_invoice_twice_or_with_leading_zeros_and_counts_it_once(
+    pipeline, settings
+):
+    a, b = create_invoices(pipeline, [invoice_row(1), invoice_row(2)])
+    body = {"transactionId": "TX-1", "invoiceNumbers": [a, str(a), f"00{a}", f" {b} ", ""]}
+    run_file(pipeline, "batch.json", json.dumps(body))
+    [entry] = batch_results(settings, "batch.json")
+    assert entry["data"]["amount"] == 20000
+    assert entry["data"]["childInvoices"] == [str(a), str(b)]

@@ -6,6 +6,8 @@ process then calls :func:`bind` with the runtime its jobs use.
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 
 from notifications import outbox, webhook
@@ -20,9 +22,25 @@ HOUR_MS = 3_600_000
 def bind(runtime: pipeline.Runtime) -> None:
     global _runtime
     _runtime = runtime
-    runtime.kick_mail = lambda: deliver_mail.send()
+    runtime.kick_mail = _kick_mail
     if runtime.settings.merchant_webhook_url:
-        runtime.kick_webhooks = lambda: deliver_webhooks.send()
+        runtime.kick_webhooks = _kick_webhooks
+
+
+def _kick_mail() -> None:
+    # Best effort: the email is already recorded; the reconciler kicks again later.
+    try:
+        deliver_mail.send()
+    except Exception as exc:
+        log.event("mail.kick_failed", logging.WARNING, error=str(exc))
+
+
+def _kick_webhooks() -> None:
+    # Best effort, like mail: the webhook is recorded with its payment.
+    try:
+        deliver_webhooks.send()
+    except Exception as exc:
+        log.event("webhook.kick_failed", logging.WARNING, error=str(exc))
 
 
 def runtime() -> pipeline.Runtime:

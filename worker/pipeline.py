@@ -12,6 +12,7 @@ under a key that exists once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -26,7 +27,7 @@ from pathlib import Path
 from notifications import outbox, reports
 from notifications.reports import Envelope
 from worker import files, kinds, log, readers
-from worker.errors import FileRejected, LeaseHeld
+from worker.errors import FileRejected, LeaseHeld, StateError
 from worker.kinds import Summary
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
@@ -329,18 +330,42 @@ def advance(rt: Runtime, file_id: int) -> str:
                 if file["state"] == "processing":
                     raise
                 reject(rt, file_id, why)
+            except OSError as exc:
+                # Disk full, a folder not writable: nothing is marked done; retried later.
+                _stalled(rt, file, exc)
+                raise
             renew()
     finally:
         with contextlib.suppress(Exception):
             rt.store.release_lease(file_id, owner)
 
 
+def _stalled(rt: Runtime, file: sqlite3.Row, exc: OSError) -> None:
+    log.event(
+        "file.stalled",
+        logging.ERROR,
+        file_id=file["id"],
+        name=file["name"],
+        state=file["state"],
+        error=f"{exc.strerror or exc} ({exc.filename or ''})",
+    )
+    with contextlib.suppress(Exception):
+        msg = reports.stalled(rt.envelope, _file_doc(file), state=file["state"], error=str(exc))
+        with rt.store.write() as conn:
+            outbox.record(conn, f"file:{file['id']}:stalled", "stalled", file["id"], msg)
+        rt.kick_mail()
+
+
 def approve(store: Store, file_id: int) -> sqlite3.Row:
-    """Release a file waiting for approval; the reconciler enqueues it."""
+    """Release a file waiting for approval; the reconciler enqueues it.
+
+    Raises StateError when there is no such file or it is not waiting."""
     with store.write() as conn:
         row = conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)).fetchone()
-        if row is None or row["state"] != "awaiting_approval":
-            return row
+        if row is None:
+            raise StateError(f"no file with id {file_id}")
+        if row["state"] != "awaiting_approval":
+            raise StateError(f"file {file_id} is {row['state']}, not awaiting approval")
         conn.execute(
             "UPDATE files SET approved_at = ?, enqueued_at = NULL WHERE id = ?",
             (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), file_id),
