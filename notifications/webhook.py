@@ -23,11 +23,11 @@ import http.client
 import ssl
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from notifications.outbox import StoreLike
-from worker import log
 from worker.errors import DeliveryError
 
 SIGNATURE_HEADER = "X-Invoice-Worker-Signature"
@@ -146,9 +146,19 @@ def _deferred(store: StoreLike, row_id: int, error: str, retry_at: float, rest: 
         )
 
 
-def deliver_due(store: StoreLike, endpoint: Endpoint, limit: int = 100) -> dict[str, int]:
-    """POST what is due; returns counts of sent and deferred webhooks."""
-    counts = {"sent": 0, "deferred": 0}
+@dataclass(frozen=True)
+class Attempt:
+    """One POST: which invoice it told of, its try number, and why it failed (None: sent)."""
+
+    invoice_number: int
+    attempts: int
+    error: str | None = None
+    retry_in: float | None = None
+
+
+def deliver_due(store: StoreLike, endpoint: Endpoint, limit: int = 100) -> list[Attempt]:
+    """POST what is due, in order; stops at the first failure. Returns what was tried."""
+    tried: list[Attempt] = []
     rows = _claim(store, limit)
     for index, row in enumerate(rows):
         attempts = row["attempts"] + 1
@@ -158,20 +168,12 @@ def deliver_due(store: StoreLike, endpoint: Endpoint, limit: int = 100) -> dict[
             retry_in = backoff(attempts)
             rest = [r["id"] for r in rows[index + 1 :]]
             _deferred(store, row["id"], str(exc), time.time() + retry_in, rest)
-            log.event(
-                "webhook.deferred",
-                invoice_number=row["invoice_number"],
-                attempts=attempts,
-                retry_in=retry_in,
-                error=str(exc),
-            )
-            counts["deferred"] += 1
+            tried.append(Attempt(row["invoice_number"], attempts, str(exc), retry_in))
             # The endpoint is down or refusing: stop this round rather than hammer it.
             break
         _sent(store, row["id"])
-        log.event("webhook.delivered", invoice_number=row["invoice_number"], attempts=attempts)
-        counts["sent"] += 1
-    return counts
+        tried.append(Attempt(row["invoice_number"], attempts))
+    return tried
 
 
 def due(store: StoreLike) -> bool:

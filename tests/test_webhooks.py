@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import signal
 import socket
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from helpers import (
     WEBHOOK_SECRET,
     cli,
@@ -22,6 +25,8 @@ from helpers import (
 )
 
 from notifications import webhook
+from worker.errors import ConfigError
+from worker.settings import load
 from worker.store import FIRST_INVOICE_NUMBER, Store
 
 
@@ -133,3 +138,29 @@ def test_a_worker_killed_between_payment_and_notification_notifies_once_after_re
     assert again.returncode == 0, again.stderr
     assert len(webhook_receiver.received()) == 1
     assert store.one("SELECT state FROM webhooks")[0] == "sent"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INVOICE_WORKER_MERCHANT_WEBHOOK_URL": "https://m.example/h"}, "merchant_webhook_secret"),
+        (
+            {
+                "INVOICE_WORKER_MERCHANT_WEBHOOK_URL": "ftp://m.example/h",
+                "INVOICE_WORKER_MERCHANT_WEBHOOK_SECRET": "s",
+            },
+            "http:// or https://",
+        ),
+    ],
+    ids=["no-secret", "not-http"],
+)
+def test_a_webhook_url_needs_a_secret_and_http(tmp_path, env, message):
+    with pytest.raises(ConfigError, match=message):
+        load(env=env, home=tmp_path)
+
+
+def test_the_signature_is_the_hex_hmac_sha256_of_the_exact_body():
+    body = b'{"event":"invoice.paid"}'
+    expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert webhook.sign(body, "k") == f"sha256={expected}"
+    assert webhook.sign(body + b" ", "k") != webhook.sign(body, "k")

@@ -90,8 +90,24 @@ def deliver_webhooks() -> None:
         return
     endpoint = webhook.Endpoint(url, secret)
     while True:
-        counts = webhook.deliver_due(rt.store, endpoint)
-        if counts["deferred"] or not counts["sent"]:
+        tried = webhook.deliver_due(rt.store, endpoint)
+        for attempt in tried:
+            if attempt.error is None:
+                log.event(
+                    "webhook.delivered",
+                    invoice_number=attempt.invoice_number,
+                    attempts=attempt.attempts,
+                )
+            else:
+                log.event(
+                    "webhook.deferred",
+                    logging.WARNING,
+                    invoice_number=attempt.invoice_number,
+                    attempts=attempt.attempts,
+                    retry_in=attempt.retry_in,
+                    error=attempt.error,
+                )
+        if not tried or tried[-1].error is not None:
             return
 
 
