@@ -197,10 +197,9 @@ BATCH_FIELDS: dict[str, pl.Expr] = {
 
 def evaluate(request: Request, invoices: pl.DataFrame, ctx: BatchContext) -> list[Failure]:
     """Every rule the request breaks, in reporting order; empty when it may be created."""
-    invoice_rules = [r for r in BATCH_RULES if r.invoices is not None]
     flags = invoices.select(
         "requested",
-        *[r.invoices(ctx).alias(r.code) for r in invoice_rules],  # type: ignore[misc]
+        *[r.invoices(ctx).alias(r.code) for r in BATCH_RULES if r.invoices is not None],
     )
     failures = []
     for rule in BATCH_RULES:

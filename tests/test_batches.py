@@ -256,16 +256,17 @@ def test_rule_6_the_batch_expires_at_the_earliest_instant_across_offsets(pipelin
     assert stored.startswith("2031-01-01T04:00:00")
 
 
-def test_two_batch_files_racing_for_one_invoice_link_it_once(make_pipeline, settings, store):
-    # Given four worker threads and one invoice claimed by four batch files at once
-    h = make_pipeline(settings.with_(worker_threads=4))
-    [shared, *own] = create_invoices(h, [invoice_row(i) for i in range(1, 6)])
+@pytest.mark.parametrize("racers", [2, 4])
+def test_batch_files_racing_for_one_invoice_link_it_once(make_pipeline, settings, store, racers):
+    # Given as many worker threads as batch files, each claiming one shared invoice at once
+    h = make_pipeline(settings.with_(worker_threads=racers))
+    [shared, *own] = create_invoices(h, [invoice_row(i) for i in range(racers + 1)])
     for n, mine in enumerate(own):
         h.drop(f"race-{n}.json", json.dumps(batch_request(f"TX-{n}", [mine, shared])))
-    h.wait_final(5)
+    h.wait_final(racers + 1)
     # Then exactly one batch links it; every other request names it as already in a batch
-    entries = [batch_results(settings, f"race-{n}.json")[0] for n in range(4)]
-    assert sorted(e["status"] for e in entries) == ["CREATED"] + ["REJECTED"] * 3
+    entries = [batch_results(settings, f"race-{n}.json")[0] for n in range(racers)]
+    assert sorted(e["status"] for e in entries) == ["CREATED"] + ["REJECTED"] * (racers - 1)
     for e in entries:
         if e["status"] == "REJECTED":
             assert [(x["code"], x["invoiceNumbers"]) for x in e["errors"]] == [

@@ -104,10 +104,11 @@ def from_json(doc: dict[str, Any]) -> Request:
 
 
 def _json_requests(path: Path) -> list[Parsed]:
-    docs = read_json_documents(path)
-    for number, doc in enumerate(docs, start=1):
+    docs: list[dict[str, Any]] = []
+    for number, doc in enumerate(read_json_documents(path), start=1):
         if not isinstance(doc, dict):
             raise FileRejected("UNREADABLE_FILE", f"batch request {number} is not a JSON object")
+        docs.append(doc)
     if docs and not any(key in doc for doc in docs for key in JSON_KEYS):
         raise FileRejected(
             "UNKNOWN_FILE_KIND",
