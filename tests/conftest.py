@@ -3,14 +3,16 @@ files in ``tmp_path``, and the real ``invoice-worker`` process for CLI tests."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import drop, wait_files
+from helpers import WEBHOOK_SECRET, drop, wait_files
 
 from worker import broker as broker_module
 from worker import log
@@ -86,6 +88,7 @@ class Harness:
         while not self._stop.is_set():
             if self.watcher.step():
                 service.kick_mail_if_due(self.store)
+                service.kick_webhooks_if_due(self.store, self.settings)
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -130,3 +133,86 @@ def make_pipeline(store: Store, broker: Any) -> Iterator[Callable[[Settings], Ha
     yield make
     for h in made:
         h.stop()
+
+
+class WebhookReceiver:
+    """A real HTTP endpoint on 127.0.0.1: records every POST and answers as it is told."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.failures_left = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    failing = receiver.failures_left > 0
+                    receiver.failures_left -= 1 if failing else 0
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "status": 500 if failing else 204,
+                        }
+                    )
+                self.send_response(500 if failing else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/invoice-worker"
+
+    def fail_next(self, count: int) -> None:
+        with self.lock:
+            self.failures_left = count
+
+    def received(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.requests)
+
+    def succeeded(self) -> list[dict[str, Any]]:
+        return [r for r in self.received() if r["status"] < 300]
+
+    def wait(self, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.received()) >= count:
+                return self.received()
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.received())} webhook requests, expected {count}")
+
+    def json(self, index: int) -> dict[str, Any]:
+        return json.loads(self.received()[index]["body"])
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    receiver.thread.start()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture
+def merchant(
+    make_pipeline: Callable[[Settings], Harness],
+    settings: Settings,
+    webhook_receiver: WebhookReceiver,
+) -> Harness:
+    """The pipeline with the merchant webhook pointed at ``webhook_receiver``."""
+    return make_pipeline(
+        settings.with_(
+            merchant_webhook_url=webhook_receiver.url, merchant_webhook_secret=WEBHOOK_SECRET
+        )
+    )

@@ -137,3 +137,58 @@ def cli(
         timeout=timeout,
         cwd=home,
     )
+
+
+# -- batch requests and payments ------------------------------------------------
+
+WEBHOOK_SECRET = "merchant-secret-for-tests"
+PAYMENT_HEADER = ("payment_reference", "invoice_number", "amount", "currency", "paid_at")
+
+
+def batch_request(transaction_id: str | None, numbers: list[Any], **extra: Any) -> dict[str, Any]:
+    """IremboPay's request body; ``transaction_id=None`` leaves the key out."""
+    body: dict[str, Any] = {"invoiceNumbers": [str(n) for n in numbers], **extra}
+    if transaction_id is not None:
+        body["transactionId"] = transaction_id
+    return body
+
+
+def payment_row(reference: str, invoice_number: Any, amount: Any, **fields: Any) -> dict[str, Any]:
+    row = {
+        "payment_reference": reference,
+        "invoice_number": str(invoice_number),
+        "amount": str(amount),
+        "currency": "USD",
+        "paid_at": "",
+    }
+    row.update(fields)
+    return row
+
+
+def payment_csv(rows: list[dict[str, Any]]) -> str:
+    return invoice_csv(rows, PAYMENT_HEADER)
+
+
+def run_file(h: Any, name: str, content: str | bytes, timeout: float = 30) -> dict[str, Any]:
+    """Drop one file through a running pipeline harness; returns its final files row."""
+    before = h.store.one("SELECT count(*) AS n FROM files")["n"]
+    h.drop(name, content)
+    return h.wait_final(before + 1, timeout)[-1]
+
+
+def create_invoices(h: Any, rows: list[dict[str, Any]], name: str = "invoices.csv") -> list[int]:
+    """Invoices made the real way (an invoice file through the pipeline): their numbers,
+    in row order."""
+    file = run_file(h, name, invoice_csv(rows))
+    assert file["state"] == "processed" and file["created"] == len(rows), file
+    numbers = h.store.all(
+        "SELECT invoice_number FROM invoices WHERE file_id = ? ORDER BY line_number",
+        (file["id"],),
+    )
+    return [int(r["invoice_number"]) for r in numbers]
+
+
+def batch_results(settings: Settings, name: str) -> list[dict[str, Any]]:
+    import json
+
+    return json.loads((settings.outbox / f"{name}.results.json").read_text("utf-8"))

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from worker import kinds
 from worker.store import FINAL_STATES
 
 PROPERTY = hsettings(
@@ -31,7 +32,8 @@ def test_any_bytes_dropped_end_final_with_a_result(pipeline, settings, store, da
     assert file["state"] in FINAL_STATES
     stem = file["result_name"]
     if file["state"] == "processed":
-        assert (settings.outbox / f"{stem}.results.csv").exists()
+        suffix = kinds.get(file["kind"]).result_suffix  # JSON batch requests answer in JSON
+        assert (settings.outbox / f"{stem}{suffix}").exists()
     else:
         doc = json.loads((settings.outbox / f"{stem}.error.json").read_text())
         assert doc["file"] == name and doc["code"]

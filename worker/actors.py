@@ -10,7 +10,7 @@ import logging
 
 import dramatiq
 
-from notifications import outbox
+from notifications import outbox, webhook
 from notifications.transport import from_url
 from worker import log, pipeline
 from worker.errors import LeaseHeld
@@ -23,6 +23,8 @@ def bind(runtime: pipeline.Runtime) -> None:
     global _runtime
     _runtime = runtime
     runtime.kick_mail = _kick_mail
+    if runtime.settings.merchant_webhook_url:
+        runtime.kick_webhooks = _kick_webhooks
 
 
 def _kick_mail() -> None:
@@ -31,6 +33,14 @@ def _kick_mail() -> None:
         deliver_mail.send()
     except Exception as exc:
         log.event("mail.kick_failed", logging.WARNING, error=str(exc))
+
+
+def _kick_webhooks() -> None:
+    # Best effort, like mail: the webhook is recorded with its payment.
+    try:
+        deliver_webhooks.send()
+    except Exception as exc:
+        log.event("webhook.kick_failed", logging.WARNING, error=str(exc))
 
 
 def runtime() -> pipeline.Runtime:
@@ -71,4 +81,34 @@ def deliver_mail() -> None:
         transport.close()
 
 
-ALL = (advance, deliver_mail)
+@dramatiq.actor(queue_name="webhooks", max_retries=0, time_limit=HOUR_MS)
+def deliver_webhooks() -> None:
+    """POST every merchant webhook that is due; the reconciler calls again for those deferred."""
+    rt = runtime()
+    url, secret = rt.settings.merchant_webhook_url, rt.settings.merchant_webhook_secret
+    if not url or not secret:
+        return
+    endpoint = webhook.Endpoint(url, secret)
+    while True:
+        tried = webhook.deliver_due(rt.store, endpoint)
+        for attempt in tried:
+            if attempt.error is None:
+                log.event(
+                    "webhook.delivered",
+                    invoice_number=attempt.invoice_number,
+                    attempts=attempt.attempts,
+                )
+            else:
+                log.event(
+                    "webhook.deferred",
+                    logging.WARNING,
+                    invoice_number=attempt.invoice_number,
+                    attempts=attempt.attempts,
+                    retry_in=attempt.retry_in,
+                    error=attempt.error,
+                )
+        if not tried or tried[-1].error is not None:
+            return
+
+
+ALL = (advance, deliver_mail, deliver_webhooks)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rules import payments as payment_rules
 from rules.columns import INVOICE_COLUMNS
 from worker import readers
 from worker.errors import FileRejected
@@ -24,6 +25,9 @@ for _column in INVOICE_COLUMNS:
     for _rule in _column.rules:
         MESSAGES[f"{_rule.code}({_column.name})"] = _rule.message
 MESSAGES["PHONE_REQUIRED_FOR_SMS(customer_phone)"] = "SMS is asked for: a phone is required"
+for _column in payment_rules.columns(with_state=True):
+    for _rule in _column.rules:
+        MESSAGES.setdefault(f"{_rule.code}({_column.name})", _rule.message)
 
 
 @dataclass
@@ -33,9 +37,17 @@ class Report:
     rejected: int = 0
     unknown_columns: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    #: Errors already worded (batch requests name invoices, not columns).
+    notes: list[str] = field(default_factory=list)
+    #: What the file is made of: rows, or batch requests.
+    unit: str = "rows"
 
     def lines(self, name: str, limit: int) -> Iterator[str]:
         shown = 0
+        for note in self.notes:
+            if shown < limit:
+                yield f"{name}:{note}"
+            shown += 1
         for line, codes in self.errors:
             for code, column in _CODE.findall(codes):
                 if shown < limit:
@@ -47,18 +59,22 @@ class Report:
         if self.unknown_columns:
             yield f"{name}: columns ignored: {', '.join(self.unknown_columns)}"
         yield (
-            f"{name}: {self.kind} file, {self.rows} rows, {self.rows - self.rejected} valid, "
-            f"{self.rejected} with errors"
+            f"{name}: {self.kind} file, {self.rows} {self.unit}, "
+            f"{self.rows - self.rejected} valid, {self.rejected} with errors"
         )
 
 
 def check(settings: Settings, path: Path, work: Path) -> Report:
     table = readers.open_table(path, work, settings.encoding)
-    if table.kind != "invoices":
-        return Report(kind=table.kind)
-    exists = None
-    if settings.state_db.exists():
-        exists = existing_references(Store(settings.state_db))
+    store = Store(settings.state_db) if settings.state_db.exists() else None
+    if table.kind in ("batches", "payments"):
+        from worker import batch_check  # it builds this module's Report
+
+    if table.kind == "batches":
+        return batch_check.batches(settings, table, store)
+    if table.kind == "payments":
+        return batch_check.payments(settings, table, store)
+    exists = existing_references(store) if store else None
     ctx = rules_context(settings.currencies, dict(settings.accounts), settings.default_account)
     validator = InvoiceValidator(ctx, exists)
     report = Report(kind=table.kind)

@@ -68,7 +68,7 @@ class FileKind(Protocol):
 
 REGISTRY: dict[str, FileKind] = {}
 #: Modules that register a kind when imported; loaded on the first lookup.
-BUILTIN = ("worker.invoices",)
+BUILTIN = ("worker.invoices", "worker.batches", "worker.payments")
 
 
 def register(kind: FileKind) -> FileKind:

@@ -42,6 +42,8 @@ class Runtime:
     store: Store
     #: Called after an email is recorded, to get it delivered soon.
     kick_mail: Callable[[], None] = field(default=lambda: None)
+    #: Called after a merchant webhook is recorded, to get it delivered soon.
+    kick_webhooks: Callable[[], None] = field(default=lambda: None)
 
     @property
     def envelope(self) -> Envelope:

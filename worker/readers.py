@@ -272,20 +272,29 @@ def open_table(path: Path, work: Path, fallback_encoding: str | None = None) -> 
     return Table(path=path, kind=kind, separator=separator, columns=tuple(columns), eol=eol)
 
 
+def _json(text: str, line: int | None = None) -> object:
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        where = f"line {line}: " if line else ""
+        raise FileRejected("UNREADABLE_FILE", f"{where}JSON nested too deeply", line) from exc
+
+
 def read_json_documents(path: Path) -> list[object]:
     """A JSON object, a JSON array, or JSON Lines, as a list of documents."""
     encoding = sniff_encoding(path, None)
     text = path.read_bytes().decode(encoding if encoding != "utf-16" else "utf-16")
     text = text.lstrip("\ufeff")
     try:
-        doc = json.loads(text)
+        doc = _json(text)
     except json.JSONDecodeError:
         docs = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # JSON Lines are split on LF only: U+2028 and friends are legal inside JSON strings.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
-                docs.append(json.loads(line))
+                docs.append(_json(line, number))
             except json.JSONDecodeError as exc:
                 raise FileRejected(
                     "UNREADABLE_FILE", f"line {number}: not valid JSON ({exc.msg})", line=number

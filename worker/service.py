@@ -18,7 +18,7 @@ from types import FrameType
 
 import dramatiq
 
-from notifications import outbox
+from notifications import outbox, webhook
 from worker import broker as broker_module
 from worker import log, redis_server
 from worker.pipeline import Runtime
@@ -83,6 +83,13 @@ def kick_mail_if_due(store: Store) -> None:
         actors.deliver_mail.send()
 
 
+def kick_webhooks_if_due(store: Store, settings: Settings) -> None:
+    from worker import actors
+
+    if settings.merchant_webhook_url and webhook.due(store):
+        actors.deliver_webhooks.send()
+
+
 class Stopper:
     """Turns SIGINT and SIGTERM into an event the main loop waits on."""
 
@@ -129,11 +136,13 @@ def run(
             if watcher:
                 watcher.start()
             kick_mail_if_due(p.store)
+            kick_webhooks_if_due(p.store, settings)
             idle_since: float | None = None
             while not stopper.event.is_set():
                 reconciled = watcher.step() if watcher else False
                 if reconciled:
                     kick_mail_if_due(p.store)
+                    kick_webhooks_if_due(p.store, settings)
                 if once and watcher:
                     done = _drained(p, watcher)
                     idle_since = (idle_since or time.monotonic()) if done == "mail" else None
@@ -141,7 +150,11 @@ def run(
                         idle_since and time.monotonic() - idle_since > mail_timeout
                     ):
                         if done != "all":
-                            log.event("run.mail_pending", pending=outbox.pending(p.store))
+                            log.event(
+                                "run.mail_pending",
+                                pending=outbox.pending(p.store),
+                                webhooks=webhook.pending(p.store),
+                            )
                         break
                 stopper.event.wait(0.05)
         finally:
@@ -154,10 +167,11 @@ def run(
 
 
 def _drained(p: Parts, watcher: Watcher) -> str | None:
-    """ "all" when nothing is left, "mail" when only emails are, else None."""
+    """ "all" when nothing is left, "mail" when only emails (or webhooks) are, else None."""
     if watcher.pending() or _unfinished(p.store):
         return None
     watcher.scan()
     if watcher.pending():
         return None
-    return "mail" if outbox.pending(p.store) else "all"
+    webhooks = p.settings.merchant_webhook_url and webhook.pending(p.store)
+    return "mail" if outbox.pending(p.store) or webhooks else "all"

@@ -202,4 +202,10 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("chunk_rows: expected a positive number of rows")
     if settings.accounts and settings.default_account not in (None, *settings.accounts):
         raise ConfigError("default_account: not one of accounts")
+    if settings.merchant_webhook_url:
+        if not settings.merchant_webhook_url.lower().startswith(("http://", "https://")):
+            raise ConfigError("merchant_webhook_url: expected an http:// or https:// URL")
+        if not settings.merchant_webhook_secret:
+            # The merchant is promised signed notifications: never send one unsigned.
+            raise ConfigError("merchant_webhook_secret: required with merchant_webhook_url")
     return replace(settings, home=home)

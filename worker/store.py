@@ -176,6 +176,30 @@ def m001_schema(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m002_batches_and_payments(db: sqlite_utils.Database) -> None:
+    # A batch request's decision commits with the batch it creates (or with nothing),
+    # so a re-run answers a decided request from here instead of deciding it again.
+    db.executescript(
+        """
+        CREATE TABLE batch_requests (
+            file_id INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            transaction_id TEXT,
+            status TEXT NOT NULL,
+            http_status INTEGER NOT NULL,
+            invoice_number INTEGER,
+            result TEXT NOT NULL,
+            decided_at TEXT NOT NULL,
+            PRIMARY KEY (file_id, position)
+        );
+        CREATE INDEX payments_file ON payments(file_id);
+        CREATE INDEX payments_invoice ON payments(invoice_number);
+        CREATE INDEX webhooks_pending ON webhooks(state, next_attempt_at);
+        """
+    )
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

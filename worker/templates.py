@@ -7,9 +7,8 @@ import io
 from datetime import datetime
 
 from rules.columns import INVOICE_COLUMNS
-
-BATCH_COLUMNS = ("transaction_id", "invoice_number", "description")
-PAYMENT_COLUMNS = ("payment_reference", "invoice_number", "amount", "currency", "paid_at")
+from rules.payments import PAYMENT_COLUMNS
+from worker.batching import CSV_COLUMNS as BATCH_COLUMNS
 
 
 def csv_template(kind: str, expiry: datetime) -> str:
@@ -22,14 +21,8 @@ def csv_template(kind: str, expiry: datetime) -> str:
         header = list(BATCH_COLUMNS)
         row = ["TX-2026-0001", "100000000001", "March invoices, paid as one"]
     else:
-        header = list(PAYMENT_COLUMNS)
-        row = [
-            "PAY-2026-0001",
-            "100000000001",
-            "10000",
-            "USD",
-            expiry.strftime("%Y-%m-%dT10:00:00+00:00"),
-        ]
+        header = [c.name for c in PAYMENT_COLUMNS]
+        row = [c.example for c in PAYMENT_COLUMNS]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
