@@ -10,7 +10,7 @@ import dramatiq
 
 from notifications import outbox
 from notifications.transport import from_url
-from worker import log, pipeline
+from worker import invoice_mail, log, pipeline
 from worker.errors import LeaseHeld
 
 _runtime: pipeline.Runtime | None = None
@@ -21,6 +21,7 @@ def bind(runtime: pipeline.Runtime) -> None:
     global _runtime
     _runtime = runtime
     runtime.kick_mail = lambda: deliver_mail.send()
+    runtime.kick_invoice_mail = lambda: deliver_invoice_mail.send()
 
 
 def runtime() -> pipeline.Runtime:
@@ -61,4 +62,21 @@ def deliver_mail() -> None:
         transport.close()
 
 
-ALL = (advance, deliver_mail)
+@dramatiq.actor(queue_name="customer-mail", max_retries=0, time_limit=HOUR_MS)
+def deliver_invoice_mail() -> None:
+    """Send the customers' invoice emails that are due, paced; one sender at a time."""
+    rt = runtime()
+    transport = from_url(rt.settings.smtp_url, rt.settings.mail)
+    try:
+        run = invoice_mail.deliver(rt.store, transport, rt.settings)
+    finally:
+        transport.close()
+    if run is None:
+        return
+    if run.reports:
+        rt.kick_mail()
+    if run.more:
+        deliver_invoice_mail.send()
+
+
+ALL = (advance, deliver_mail, deliver_invoice_mail)

@@ -20,7 +20,7 @@ import dramatiq
 
 from notifications import outbox
 from worker import broker as broker_module
-from worker import log, redis_server
+from worker import invoice_mail, log, redis_server
 from worker.pipeline import Runtime
 from worker.settings import Settings
 from worker.store import RUNNABLE_STATES, Store
@@ -81,6 +81,8 @@ def kick_mail_if_due(store: Store) -> None:
     )
     if due:
         actors.deliver_mail.send()
+    if invoice_mail.due(store):
+        actors.deliver_invoice_mail.send()
 
 
 class Stopper:
@@ -129,19 +131,32 @@ def run(
             if watcher:
                 watcher.start()
             kick_mail_if_due(p.store)
+            # --once waits for emails while they move; mail_timeout is how long it
+            # waits for a mail server that takes none (it is down or refuses).
             idle_since: float | None = None
+            left = -1
             while not stopper.event.is_set():
                 reconciled = watcher.step() if watcher else False
                 if reconciled:
                     kick_mail_if_due(p.store)
                 if once and watcher:
                     done = _drained(p, watcher)
-                    idle_since = (idle_since or time.monotonic()) if done == "mail" else None
+                    now_left = _mail_left(p.store) if done == "mail" else -1
+                    moving = now_left != left
+                    left = now_left
+                    if done != "mail" or moving:
+                        idle_since = None
+                    else:
+                        idle_since = idle_since or time.monotonic()
                     if done == "all" or (
                         idle_since and time.monotonic() - idle_since > mail_timeout
                     ):
                         if done != "all":
-                            log.event("run.mail_pending", pending=outbox.pending(p.store))
+                            log.event(
+                                "run.mail_pending",
+                                pending=outbox.pending(p.store),
+                                customer_pending=invoice_mail.open_count(p.store),
+                            )
                         break
                 stopper.event.wait(0.05)
         finally:
@@ -160,4 +175,9 @@ def _drained(p: Parts, watcher: Watcher) -> str | None:
     watcher.scan()
     if watcher.pending():
         return None
-    return "mail" if outbox.pending(p.store) else "all"
+    return "mail" if _mail_left(p.store) else "all"
+
+
+def _mail_left(store: Store) -> int:
+    """Emails still to go: administrators' and customers'."""
+    return outbox.pending(store) + invoice_mail.open_count(store)
