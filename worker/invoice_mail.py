@@ -146,7 +146,7 @@ def _claim(store: Store, owner: str, limit: int) -> list[sqlite3.Row]:
             return []
         rows = conn.execute(
             f"SELECT {_COLUMNS} FROM invoices WHERE email_state = 'pending'"
-            " AND email_next_at <= ? ORDER BY email_next_at, invoice_number LIMIT ?",
+            " AND email_next_at <= ? ORDER BY email_next_at LIMIT ?",
             (now, limit),
         ).fetchall()
         conn.executemany(

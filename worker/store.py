@@ -188,10 +188,13 @@ def m002_customer_emails(db: sqlite_utils.Database) -> None:
         ALTER TABLE invoices ADD COLUMN email_first_at REAL;
         ALTER TABLE invoices ADD COLUMN email_sent_at TEXT;
         ALTER TABLE invoices ADD COLUMN email_error TEXT;
+        -- Replaces invoices_email: the same rows, in the order they fall due, so the
+        -- claim reads the first due rows and stops instead of sorting every pending one.
+        DROP INDEX invoices_email;
         CREATE INDEX invoices_email_due ON invoices(email_next_at)
             WHERE email_state = 'pending';
-        CREATE INDEX invoices_email_open ON invoices(email_state, file_id)
-            WHERE email_state IN ('sending', 'failed');
+        CREATE INDEX invoices_email_sending ON invoices(file_id) WHERE email_state = 'sending';
+        CREATE INDEX invoices_email_failed ON invoices(file_id) WHERE email_state = 'failed';
         CREATE TABLE leases (
             name TEXT PRIMARY KEY,
             owner TEXT NOT NULL,

@@ -1,0 +1,250 @@
+"""Customers get their invoice by email, in their language, over a real SMTP server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+from helpers import invoice_csv, invoice_row
+
+from notifications.customers import LANGUAGES, words
+
+ADMIN = "admin@localhost"
+
+
+def body(msg, kind: str) -> str:
+    return msg.get_body((kind,)).get_content()
+
+
+def customer_messages(smtp):
+    return [m for m in smtp.messages() if ADMIN not in str(m["To"])]
+
+
+@pytest.mark.parametrize(
+    ("language", "amount", "currency", "formatted", "direction"),
+    [
+        ("en", "10000", "USD", "$100.00", "ltr"),
+        ("fr", "2000", "RWF", "2\u202f000\xa0RWF", "ltr"),
+        ("rw", "100000", "JOD", "JOD\xa0100,000", "ltr"),
+        ("AR", "150000", "JOD", "150.000\xa0د.أ.", "rtl"),
+    ],
+)
+def test_a_customer_gets_the_invoice_in_their_language(
+    make_pipeline, settings, store, smtp, language, amount, currency, formatted, direction
+):
+    # Given an invoice file whose row asks for an email in a language
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=0))
+    row = invoice_row(
+        1,
+        language=language,
+        amount=amount,
+        currency=currency,
+        notification_type="EMAIL",
+        customer_name="Ada Lovelace",
+        customer_email="ada@example.com",
+        order_description="Engine parts",
+    )
+    h.drop("lang.csv", invoice_csv([row]))
+    # When the file is processed
+    h.wait_final()
+    h.wait_mail()
+    # Then the customer got one email with the link, the amount and the direction
+    [msg] = smtp.to("ada@example.com")
+    invoice = store.one("SELECT * FROM invoices")
+    assert invoice["email_state"] == "sent"
+    assert msg["To"].addresses[0].addr_spec == "ada@example.com"
+    assert msg["To"].addresses[0].display_name == "Ada Lovelace"
+    assert msg["Message-ID"] == f"<invoice-{invoice['invoice_number']}@localhost>"
+    text, html = body(msg, "plain"), body(msg, "html")
+    link = invoice["payment_link_url"]
+    assert link in text
+    assert f'href="{link}"' in html
+    assert formatted in text and formatted in html
+    assert "Engine parts" in text and "Engine parts" in html
+    assert f'dir="{direction}"' in html
+    assert f'lang="{language.lower()}"' in html
+    assert str(invoice["invoice_number"]) in msg["Subject"]
+    assert words(language.lower())["amount_label"] in text
+
+
+def test_none_gets_no_email_and_sms_is_recorded_for_the_gateway(
+    make_pipeline, settings, store, smtp
+):
+    # Given rows asking for EMAIL, NONE, SMS, and NONE among others
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=0))
+    rows = [
+        invoice_row(1, notification_type="EMAIL"),
+        invoice_row(2, notification_type="NONE"),
+        invoice_row(3, notification_type="SMS", customer_phone="+250788000003"),
+        invoice_row(4, notification_type="EMAIL,NONE"),
+        invoice_row(5, notification_type="sms, email", customer_phone="+250788000005"),
+    ]
+    h.drop("mixed.csv", invoice_csv(rows))
+    # When the file is processed
+    h.wait_final()
+    h.wait_mail()
+    smtp.wait_for(1, Subject="processed")
+    # Then only EMAIL rows got an email, SMS rows are recorded, and the report says so
+    got = sorted(str(m["To"]) for m in customer_messages(smtp))
+    assert got == ['"Customer 1" <customer1@example.com>', '"Customer 5" <customer5@example.com>']
+    sms = store.all("SELECT customer_phone FROM sms_pending ORDER BY invoice_number")
+    assert [r["customer_phone"] for r in sms] == ["+250788000003", "+250788000005"]
+    [report] = smtp.wait_for(1, Subject="processed")
+    text = body(report, "plain")
+    assert "2 invoice emails queued" in text
+    assert "2 messages recorded for the SMS gateway" in text
+
+
+def test_smtp_down_during_a_1000_invoice_file_then_up_every_email_arrives_once(
+    make_pipeline, settings, store, smtp
+):
+    # Given a file of 1,000 invoices that ask for an email, and a server that goes down
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=400))
+    rows = [invoice_row(n, notification_type="EMAIL") for n in range(1, 1001)]
+    h.drop("big.csv", invoice_csv(rows))
+    smtp.wait_for(150, timeout=60, Subject="Invoice")
+    # When it closes every session (421), then stops listening for a while
+    smtp.closing = True
+    time.sleep(0.5)
+    smtp.stop()
+    time.sleep(2)
+    arrived_while_up = len(customer_messages(smtp))
+    assert arrived_while_up < 1000
+    assert store.one("SELECT count(*) AS n FROM invoices WHERE email_state = 'pending'")["n"] > 0
+    # And comes back
+    smtp.closing = False
+    smtp.start()
+    h.wait_final()
+    h.wait_mail(timeout=90)
+    # Then every customer got exactly one email: no loss, no second copy
+    received = customer_messages(smtp)
+    ids = [m["Message-ID"] for m in received]
+    recipients = [m["To"].addresses[0].addr_spec for m in received]
+    assert len(received) == 1000
+    assert len(set(ids)) == 1000
+    assert sorted(recipients) == sorted(f"customer{n}@example.com" for n in range(1, 1001))
+    states = store.all("SELECT email_state, count(*) AS n FROM invoices GROUP BY email_state")
+    assert [tuple(r) for r in states] == [("sent", 1000)]
+    # And the administrators' reports arrived once each
+    subjects = sorted(str(m["Subject"]) for m in smtp.to(ADMIN))
+    assert len(subjects) == 2
+    assert "processed, 1,000 invoices created" in subjects[0]
+    assert "validated, 1,000 of 1,000 rows valid" in subjects[1]
+
+
+def test_a_5xx_fails_one_recipient_for_good_and_is_reported_and_a_4xx_is_retried(
+    make_pipeline, settings, store, smtp
+):
+    # Given a server that refuses one recipient (550) and defers another twice (450)
+    smtp.refuse["gone@example.com"] = "550 5.1.1 <gone@example.com>: Recipient address rejected"
+    smtp.defer["busy@example.com"] = 2
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=0))
+    rows = [
+        invoice_row(1, notification_type="EMAIL", customer_email="ok@example.com"),
+        invoice_row(2, notification_type="EMAIL", customer_email="gone@example.com"),
+        invoice_row(3, notification_type="EMAIL", customer_email="busy@example.com"),
+    ]
+    h.drop("bounce.csv", invoice_csv(rows))
+    # When the emails have been sent and retried
+    h.wait_final()
+    h.wait_mail(timeout=30)
+    [report] = smtp.wait_for(1, timeout=15, Subject="customer emails failed")
+    # Then the deferred one arrived after its retries, once
+    assert len(smtp.to("busy@example.com")) == 1
+    assert len(smtp.to("ok@example.com")) == 1
+    busy = store.one("SELECT * FROM invoices WHERE customer_email = 'busy@example.com'")
+    assert busy["email_state"] == "sent" and busy["email_attempts"] == 3
+    # And the refused one is failed after one attempt, with the server's answer
+    gone = store.one("SELECT * FROM invoices WHERE customer_email = 'gone@example.com'")
+    assert gone["email_state"] == "failed" and gone["email_attempts"] == 1
+    assert gone["email_error"].startswith("550 5.1.1")
+    # And the administrators got one summary naming the file, with every failure attached
+    assert "bounce.csv: 1 of 3 customer emails failed" in report["Subject"]
+    text = body(report, "plain")
+    assert text.startswith("1 of 3 customer emails could not be delivered.")
+    assert "gone@example.com" in text
+    [attachment] = list(report.iter_attachments())
+    assert attachment.get_filename() == "bounce.csv.email-failures.csv"
+    lines = list(csv.DictReader(io.StringIO(attachment.get_content())))
+    assert [(r["line_number"], r["customer_email"]) for r in lines] == [("3", "gone@example.com")]
+    # And nothing is retried afterwards
+    time.sleep(2.5)
+    assert (
+        store.one(
+            "SELECT email_attempts FROM invoices WHERE invoice_number = ?",
+            (gone["invoice_number"],),
+        )["email_attempts"]
+        == 1
+    )
+    assert len(smtp.wait_for(1, Subject="customer emails failed")) == 1
+
+
+def test_a_recipient_deferred_past_the_retry_window_is_failed_and_reported(
+    make_pipeline, settings, store, smtp
+):
+    smtp.defer["busy@example.com"] = 1000
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=0, mail_retry_hours=0))
+    h.drop(
+        "d.csv",
+        invoice_csv([invoice_row(1, notification_type="EMAIL", customer_email="busy@example.com")]),
+    )
+    h.wait_final()
+    h.wait_mail()
+    busy = store.one("SELECT * FROM invoices")
+    assert busy["email_state"] == "failed"
+    assert busy["email_error"].startswith("still deferred after 0 h: 450")
+    smtp.wait_for(1, Subject="customer emails failed")
+
+
+def test_bulk_sending_is_paced_over_one_connection_with_progress_in_the_logs(
+    make_pipeline, settings, smtp, caplog
+):
+    # Given 60 invoice emails and a rate of 30 per second
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=30))
+    rows = [invoice_row(n, notification_type="EMAIL") for n in range(1, 61)]
+    h.drop("paced.csv", invoice_csv(rows))
+    # When they are sent
+    first = smtp.wait_for(1, timeout=30, Subject="Invoice")
+    started = time.monotonic()
+    smtp.wait_for(60, timeout=30, Subject="Invoice")
+    elapsed = time.monotonic() - started
+    h.wait_mail()
+    # Then they took about two seconds, not a burst, over one SMTP session
+    assert first
+    assert elapsed >= 59 / 30 * 0.9
+    customer_sessions = {r.session for r in smtp.received if "Invoice" in str(r.message["Subject"])}
+    assert len(customer_sessions) == 1
+    # And the logs said so in a few lines, not one per email
+    lines = [r for r in caplog.records if str(getattr(r, "event", "")).startswith("mail.invoices")]
+    assert 1 <= len(lines) <= 5
+    done = [r for r in lines if r.event == "mail.invoices.done"]
+    assert done and done[-1].fields["sent"] == 60 and done[-1].fields["connections"] == 1
+
+
+def test_eml_mode_writes_one_file_per_invoice_and_a_repeat_replaces_it(pipeline, settings, store):
+    # Given no SMTP server configured
+    pipeline.drop("eml.csv", invoice_csv([invoice_row(1, notification_type="EMAIL")]))
+    pipeline.wait_final()
+    pipeline.wait_mail()
+    invoice = store.one("SELECT * FROM invoices")
+    target = settings.mail / f"invoice-{invoice['invoice_number']}.eml"
+    assert target.exists()
+    # When the email is sent again (as after a crash before its 'sent' mark)
+    with store.write() as conn:
+        conn.execute("UPDATE invoices SET email_state = 'pending', email_next_at = 0")
+    from worker import actors
+
+    actors.deliver_invoice_mail.send()
+    pipeline.wait_mail()
+    # Then the same file was replaced, not a second one added
+    assert sorted(p.name for p in settings.mail.glob("invoice-*.eml")) == [target.name]
+
+
+def test_every_language_has_every_sentence():
+    english = words("en")
+    for language in LANGUAGES:
+        table = words(language)
+        assert set(table) == set(english), language
+        assert table["direction"] == ("rtl" if language == "ar" else "ltr")
