@@ -19,7 +19,16 @@ from notifications.formats import count, money
 from notifications.message import Attachment, build, header_text
 from notifications.render import render
 
-__all__ = ["Envelope", "bounces", "money", "processing", "rejection", "totals", "validation"]
+__all__ = [
+    "Envelope",
+    "bounces",
+    "money",
+    "processing",
+    "rejection",
+    "stalled",
+    "totals",
+    "validation",
+]
 
 FIRST_ERRORS = 20
 GOOD, WARN, BAD = "#2f8132", "#b7791f", "#c62828"
@@ -173,6 +182,22 @@ def processing(
         sms_line=(
             f"{plural(sms, 'message')} recorded for the SMS gateway" if sms else "none asked for"
         ),
+    )
+
+
+def stalled(envelope: Envelope, file: dict[str, Any], *, state: str, error: str) -> EmailMessage:
+    """Sent once per file when it cannot move on for a reason outside the file (disk, folder)."""
+    return _email(
+        envelope,
+        "stalled",
+        file,
+        "Waiting",
+        f"waiting ({state}): {error}",
+        [],
+        accent=WARN,
+        headline=f"Waiting in {state}: a problem outside the file stops it from moving on.",
+        state=state,
+        error=error,
     )
 
 

@@ -8,6 +8,7 @@ from email import message_from_bytes, policy
 import pytest
 from helpers import invoice_csv, invoice_row, read_results
 
+from worker.errors import StateError
 from worker.pipeline import approve
 
 
@@ -139,6 +140,8 @@ def test_a_file_waits_for_approval_when_required(make_pipeline, settings, store)
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 0
     approve(store, file["id"])
     [file] = h.wait_final(states=frozenset({"processed"}))
+    with pytest.raises(StateError, match="processed, not awaiting approval"):
+        approve(store, file["id"])
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 1
 
 

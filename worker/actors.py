@@ -6,6 +6,8 @@ process then calls :func:`bind` with the runtime its jobs use.
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 
 from notifications import outbox
@@ -20,8 +22,24 @@ HOUR_MS = 3_600_000
 def bind(runtime: pipeline.Runtime) -> None:
     global _runtime
     _runtime = runtime
-    runtime.kick_mail = lambda: deliver_mail.send()
-    runtime.kick_invoice_mail = lambda: deliver_invoice_mail.send()
+    runtime.kick_mail = _kick_mail
+    runtime.kick_invoice_mail = _kick_invoice_mail
+
+
+def _kick_mail() -> None:
+    # Best effort: the email is already recorded; the reconciler kicks again later.
+    try:
+        deliver_mail.send()
+    except Exception as exc:
+        log.event("mail.kick_failed", logging.WARNING, error=str(exc))
+
+
+def _kick_invoice_mail() -> None:
+    # Best effort too: the invoices' email_state is the record; the reconciler kicks again.
+    try:
+        deliver_invoice_mail.send()
+    except Exception as exc:
+        log.event("mail.kick_failed", logging.WARNING, error=str(exc))
 
 
 def runtime() -> pipeline.Runtime:

@@ -175,12 +175,10 @@ def approve(settings: Settings, file_id: int) -> None:
     from worker.pipeline import approve as approve_file
     from worker.store import Store
 
-    store = Store(settings.state_db).open()
-    row = approve_file(store, file_id)
-    if row is None:
-        raise click.ClickException(f"no file with id {file_id}")
-    if row["state"] != "processing":
-        raise click.ClickException(f"file {file_id} is {row['state']}, not awaiting approval")
+    try:
+        approve_file(Store(settings.state_db).open(), file_id)
+    except InvoiceWorkerError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"File {file_id} approved; the running worker processes it within seconds.")
 
 

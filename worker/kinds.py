@@ -8,6 +8,7 @@ validated, processed, written as results and reported.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,8 +67,17 @@ class FileKind(Protocol):
 
 
 REGISTRY: dict[str, FileKind] = {}
+#: Modules that register a kind when imported; loaded on the first lookup.
+BUILTIN = ("worker.invoices",)
 
 
 def register(kind: FileKind) -> FileKind:
     REGISTRY[kind.name] = kind
     return kind
+
+
+def get(name: str | None) -> FileKind | None:
+    """The kind called ``name``, or None if no module registers one."""
+    for module in BUILTIN:
+        importlib.import_module(module)
+    return REGISTRY.get(name or "")

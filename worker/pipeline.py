@@ -12,6 +12,7 @@ under a key that exists once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -25,9 +26,9 @@ from pathlib import Path
 
 from notifications import outbox, reports
 from notifications.reports import Envelope
-from worker import files, log, readers  # invoices: registers its kind
-from worker.errors import FileRejected, LeaseHeld
-from worker.kinds import REGISTRY, Summary
+from worker import files, kinds, log, readers
+from worker.errors import FileRejected, LeaseHeld, StateError
+from worker.kinds import Summary
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
 from worker.store import FINAL_STATES, Store
@@ -126,7 +127,7 @@ def _intake(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
 def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     work = rt.work(file)
     table = readers.open_table(Path(file["claimed_path"]), work, rt.settings.encoding)
-    kind = REGISTRY.get(table.kind)
+    kind = kinds.get(table.kind)
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
     with rt.store.write() as conn:
@@ -186,7 +187,8 @@ def _release(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
 
 
 def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
-    kind = REGISTRY[file["kind"]]
+    kind = kinds.get(file["kind"])
+    assert kind is not None, file["kind"]
     kind.process(rt, file, renew)
     file = rt.store.file(file["id"])
     name = _result_stem(rt, file) + kind.result_suffix
@@ -258,7 +260,7 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
     """A whole-file rejection: error.json (and results when rows were read), original to
     rejected/, the administrators told. Safe to repeat."""
     file = rt.store.file(file_id)
-    kind = REGISTRY.get(file["kind"] or "")
+    kind = kinds.get(file["kind"])
     with rt.store.write() as conn:
         rt.store.update_file(
             conn, file_id, error_code=why.code, error_message=why.message, error_line=why.line
@@ -330,18 +332,42 @@ def advance(rt: Runtime, file_id: int) -> str:
                 if file["state"] == "processing":
                     raise
                 reject(rt, file_id, why)
+            except OSError as exc:
+                # Disk full, a folder not writable: nothing is marked done; retried later.
+                _stalled(rt, file, exc)
+                raise
             renew()
     finally:
         with contextlib.suppress(Exception):
             rt.store.release_lease(file_id, owner)
 
 
+def _stalled(rt: Runtime, file: sqlite3.Row, exc: OSError) -> None:
+    log.event(
+        "file.stalled",
+        logging.ERROR,
+        file_id=file["id"],
+        name=file["name"],
+        state=file["state"],
+        error=f"{exc.strerror or exc} ({exc.filename or ''})",
+    )
+    with contextlib.suppress(Exception):
+        msg = reports.stalled(rt.envelope, _file_doc(file), state=file["state"], error=str(exc))
+        with rt.store.write() as conn:
+            outbox.record(conn, f"file:{file['id']}:stalled", "stalled", file["id"], msg)
+        rt.kick_mail()
+
+
 def approve(store: Store, file_id: int) -> sqlite3.Row:
-    """Release a file waiting for approval; the reconciler enqueues it."""
+    """Release a file waiting for approval; the reconciler enqueues it.
+
+    Raises StateError when there is no such file or it is not waiting."""
     with store.write() as conn:
         row = conn.execute("SELECT state FROM files WHERE id = ?", (file_id,)).fetchone()
-        if row is None or row["state"] != "awaiting_approval":
-            return row
+        if row is None:
+            raise StateError(f"no file with id {file_id}")
+        if row["state"] != "awaiting_approval":
+            raise StateError(f"file {file_id} is {row['state']}, not awaiting approval")
         conn.execute(
             "UPDATE files SET approved_at = ?, enqueued_at = NULL WHERE id = ?",
             (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), file_id),
