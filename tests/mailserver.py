@@ -6,6 +6,7 @@ The tests steer it as a real server misbehaves: refuse one recipient for good
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -15,6 +16,9 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+# aiosmtpd logs every SMTP command at INFO: a failing test would show thousands of lines.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @dataclass

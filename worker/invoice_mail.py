@@ -207,7 +207,8 @@ def _send_one(
         run.failed += 1
         return _mark(store, owner, number, "failed", str(exc)), None
     except RecipientDeferred as exc:
-        if time.time() - (row["email_first_at"] or time.time()) >= give_up_after:
+        first = row["email_first_at"]
+        if (time.time() - first if first else 0.0) >= give_up_after:
             run.failed += 1
             error = f"still deferred after {give_up_after / 3600:g} h: {exc}"
             return _mark(store, owner, number, "failed", error), None
