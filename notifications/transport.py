@@ -92,12 +92,18 @@ class Smtp:
             conn = smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT, context=self.context)
         else:
             conn = smtplib.SMTP(self.host, self.port, timeout=TIMEOUT)
-            conn.ehlo()
-            if conn.has_extn("starttls"):
-                conn.starttls(context=self.context)
+        try:
+            if not self.tls:
                 conn.ehlo()
-        if self.user:
-            conn.login(self.user, self.password or "")
+                if conn.has_extn("starttls"):
+                    conn.starttls(context=self.context)
+                    conn.ehlo()
+            if self.user:
+                conn.login(self.user, self.password or "")
+        except BaseException:
+            # A refused login or TLS handshake must not leave the socket open.
+            conn.close()
+            raise
         self._conn = conn
         self.connections += 1
         return conn

@@ -68,7 +68,9 @@ class _Handler:
 
 
 class MailServer:
-    def __init__(self) -> None:
+    def __init__(self, **smtp_options: Any) -> None:
+        #: aiosmtpd options: tls_context (STARTTLS), ssl_context (smtps), authenticator...
+        self.options = smtp_options
         self.port = free_port()
         self.received: list[Received] = []
         self.lock = threading.Lock()
@@ -93,7 +95,9 @@ class MailServer:
         return None
 
     def start(self) -> MailServer:
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, **self.options
+        )
         self._controller.start()
         return self
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
+import subprocess
+import sys
 import time
+from collections import Counter
 
 import pytest
-from helpers import invoice_csv, invoice_row
+from helpers import cli, cli_env, invoice_csv, invoice_row
 
 from notifications.customers import LANGUAGES, words
 
@@ -248,3 +252,44 @@ def test_every_language_has_every_sentence():
         table = words(language)
         assert set(table) == set(english), language
         assert table["direction"] == ("rtl" if language == "ar" else "ltr")
+
+
+def test_a_worker_killed_while_sending_resends_nothing_it_recorded_as_sent(tmp_path, smtp):
+    # Given a real worker process sending 300 invoice emails, paced
+    home = tmp_path / "home"
+    (home / "inbox").mkdir(parents=True)
+    rows = [invoice_row(n, notification_type="EMAIL") for n in range(1, 301)]
+    (home / "inbox" / "crash.csv").write_text(invoice_csv(rows))
+    env = {"INVOICE_WORKER_SMTP_URL": smtp.url, "INVOICE_WORKER_MAIL_RATE": "100"}
+    with open(tmp_path / "first.log", "w") as log_file:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "run"],
+            env=cli_env(home, **env),
+            cwd=home,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        # When it is killed (SIGKILL) in the middle of the customer emails
+        try:
+            smtp.wait_for(60, timeout=60, Subject="Invoice")
+        finally:
+            first.kill()
+            first.wait()
+    state = sqlite3.connect(home / "var" / "state.db")
+    sent_before = {
+        n
+        for (n,) in state.execute("SELECT invoice_number FROM invoices WHERE email_state = 'sent'")
+    }
+    assert 0 < len(sent_before) < 300
+    # And started again, to finish what is there
+    done = cli("run", "--once", home=home, **{**env, "INVOICE_WORKER_MAIL_RATE": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Then every customer got the email, and none recorded as sent went again
+    counts = Counter(str(m["Message-ID"]) for m in customer_messages(smtp))
+    numbers = [n for (n,) in state.execute("SELECT invoice_number FROM invoices")]
+    assert {f"<invoice-{n}@localhost>" for n in numbers} == set(counts)
+    assert all(counts[f"<invoice-{n}@localhost>"] == 1 for n in sent_before)
+    # (at most the one in flight at the kill may have gone twice, with the same Message-ID)
+    assert sum(counts.values()) - len(counts) <= 1
+    states = state.execute("SELECT email_state, count(*) FROM invoices GROUP BY email_state")
+    assert list(states) == [("sent", 300)]
