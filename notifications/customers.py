@@ -131,7 +131,8 @@ def invoice_email(merchant: Merchant, invoice: Invoice) -> EmailMessage:
         sender_name=merchant.name,
         recipients=[invoice.email],
         recipient_name=invoice.name or "",
-        subject=t["subject"],
+        # Some mail clients draw isolates in a subject line as boxes; the body keeps them.
+        subject=t["subject"].replace("\u2068", "").replace("\u2069", ""),
         text=text,
         html=html,
         message_id=message_id(invoice),

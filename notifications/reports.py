@@ -63,6 +63,11 @@ def first_rows(errors_csv: bytes | None, limit: int = FIRST_ERRORS) -> list[tupl
     return [tuple(row) for _, row in zip(range(limit), reader, strict=False)]
 
 
+def _readable(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Codes joined by ";" get a space after it, so that a table cell can wrap there."""
+    return [(*row[:-1], str(row[-1] or "").replace(";", "; ")) for row in rows]
+
+
 def _more(total: int, shown: int, attachment: str) -> str:
     rest = max(total - shown, 0)
     return f"{count(rest)} more in the attached {attachment}." if rest and attachment else ""
@@ -137,7 +142,7 @@ def validation(
         rows=rows,
         valid=valid,
         rejected=rejected,
-        first_errors=first_errors[:FIRST_ERRORS],
+        first_errors=_readable(first_errors[:FIRST_ERRORS]),
         more_text=_more(rejected, min(len(first_errors), FIRST_ERRORS), attachment),
         unknown_columns=unknown_columns,
         next_step=next_step,
@@ -228,7 +233,7 @@ def rejection(
         message=message,
         line=line,
         result_name=result_name,
-        first_errors=shown[:FIRST_ERRORS],
+        first_errors=_readable(shown[:FIRST_ERRORS]),
         more_text=_more(rejected, min(len(shown), FIRST_ERRORS), attachment if errors_csv else ""),
         attachment=attachment if errors_csv else "",
     )
