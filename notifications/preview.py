@@ -85,7 +85,9 @@ def examples() -> Iterator[tuple[str, EmailMessage]]:
             ENVELOPE,
             FILE,
             code="TOO_MANY_ERRORS",
-            message="5 of 8 rows failed (62.5%, more than max_error_rate 10.0%); no invoice was created",
+            message=(
+                "5 of 8 rows failed (62.5%, more than max_error_rate 10.0%); no invoice was created"
+            ),
             line=None,
             result_name="erp-export-2025-03.csv.error.json",
             rejected=5,
