@@ -293,3 +293,50 @@ def test_a_worker_killed_while_sending_resends_nothing_it_recorded_as_sent(tmp_p
     assert sum(counts.values()) - len(counts) <= 1
     states = state.execute("SELECT email_state, count(*) FROM invoices GROUP BY email_state")
     assert list(states) == [("sent", 300)]
+
+
+def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store, smtp):
+    # Given invoices whose emails a sender had claimed when its process died
+    from worker import invoice_mail, pipeline
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    with store.write() as conn:
+        conn.execute(
+            "INSERT INTO files (id, name, claimed_path, state, received_at, updated_at)"
+            " VALUES (1, 'f.csv', 'x', 'processed', 'now', 'now')"
+        )
+        conn.executemany(
+            "INSERT INTO invoices (invoice_number, file_id, line_number, type, status, amount,"
+            " currency, language, customer_email, expires_at, token, payment_link_url,"
+            " email_state, email_attempts, created_at, updated_at) VALUES (?, 1, ?, 'SINGLE',"
+            " 'NEW', 1000, 'USD', 'en', ?, '2030-01-01T00:00:00Z', ?, 'https://p.example/x',"
+            " 'sending', 1, 'now', 'now')",
+            [(n, n, f"c{n}@example.com", f"t{n}") for n in range(1, 4)],
+        )
+        conn.execute(
+            "INSERT INTO leases VALUES (?, ?, ?)",
+            (invoice_mail.LEASE, f"{pipeline.HOST}:{dead}:gone", time.time() + 600),
+        )
+    # When the reconciler looks, and a sender runs
+    assert invoice_mail.due(store)
+    from notifications.transport import Smtp
+
+    run = invoice_mail.deliver(store, Smtp(smtp.url), settings.with_(mail_rate=0))
+    # Then it took the dead sender's place at once and sent each email once
+    assert run is not None and run.sent == 3
+    assert sorted(r.rcpt_tos[0] for r in smtp.received) == [f"c{n}@example.com" for n in (1, 2, 3)]
+    attempts = store.all("SELECT email_state, email_attempts FROM invoices")
+    assert [tuple(r) for r in attempts] == [("sent", 1)] * 3
+    assert not invoice_mail.due(store)
+
+
+def test_a_live_sender_holding_the_lease_makes_a_second_stand_back(settings, store, smtp):
+    from notifications.transport import Smtp
+    from worker import invoice_mail
+
+    assert invoice_mail.take_lease(store, "this-host:1:first")
+    assert invoice_mail.deliver(store, Smtp(smtp.url), settings) is None
+    invoice_mail.release_lease(store, "this-host:1:first")
+    assert invoice_mail.deliver(store, Smtp(smtp.url), settings) is not None

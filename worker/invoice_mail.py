@@ -273,13 +273,17 @@ def deliver(
 
 
 def due(store: Store) -> bool:
-    return (
-        store.one(
-            "SELECT 1 FROM invoices WHERE email_state = 'pending' AND email_next_at <= ? LIMIT 1",
-            (time.time(),),
-        )
-        is not None
-    )
+    """Whether a sender should run: emails are due, or a dead sender left some claimed."""
+    now = time.time()
+    if store.one(
+        "SELECT 1 FROM invoices WHERE email_state = 'pending' AND email_next_at <= ? LIMIT 1",
+        (now,),
+    ):
+        return True
+    if not store.one("SELECT 1 FROM invoices WHERE email_state = 'sending' LIMIT 1"):
+        return False
+    held = store.one("SELECT owner, until FROM leases WHERE name = ?", (LEASE,))
+    return held is None or held["until"] <= now or owner_is_dead(held["owner"])
 
 
 def open_count(store: Store) -> int:
