@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 FIRST_ERRORS = 20
+#: Unknown columns named in an email, at most (a file may have thousands).
+MAX_LISTED = 20
 GOOD, WARN, BAD = "#2f8132", "#b7791f", "#c62828"
 
 
@@ -144,7 +146,12 @@ def validation(
         rejected=rejected,
         first_errors=_readable(first_errors[:FIRST_ERRORS]),
         more_text=_more(rejected, min(len(first_errors), FIRST_ERRORS), attachment),
-        unknown_columns=unknown_columns,
+        unknown_columns=unknown_columns[:MAX_LISTED]
+        + (
+            [f"and {len(unknown_columns) - MAX_LISTED} more"]
+            if len(unknown_columns) > MAX_LISTED
+            else []
+        ),
         next_step=next_step,
         attachment=attachment if errors_csv else "",
     )

@@ -27,6 +27,14 @@ BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 
+#: Binary formats ERPs export by mistake, told apart for a clearer message.
+MAGIC = (
+    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one: save it as CSV)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or Office file: save it as CSV"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"%PDF", "a PDF document"),
+)
+
 #: Columns that tell a CSV file's kind, with the columns it cannot do without.
 KINDS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "invoices": (
@@ -61,6 +69,8 @@ class Table:
     columns: tuple[str, ...]
     #: ``csv`` or ``json`` (batch requests only).
     format: str = "csv"
+    #: ``\r`` for files from classic Mac Excel ("CSV (Macintosh)"), else ``\n``.
+    eol: str = "\n"
 
     def scan(self) -> pl.LazyFrame:
         return pl.scan_csv(
@@ -70,6 +80,7 @@ class Table:
             new_columns=list(self.columns),
             truncate_ragged_lines=False,
             quote_char='"',
+            eol_char=self.eol,
         ).with_row_index("line_number", offset=2)
 
     def batches(self, rows: int) -> Iterator[pl.DataFrame]:
@@ -77,9 +88,27 @@ class Table:
         try:
             yield from self.scan().collect_batches(chunk_size=rows)
         except pl.exceptions.PolarsError as exc:
+            line, why = locate_problem(self)
+            where = f"line {line}: " if line else ""
             raise FileRejected(
-                "UNREADABLE_FILE", f"not parseable as CSV: {_first_line(exc)}"
+                "UNREADABLE_FILE", f"{where}not parseable as CSV: {why or _first_line(exc)}", line
             ) from exc
+
+
+def locate_problem(table: Table) -> tuple[int | None, str | None]:
+    """The record (header = 1) where a CSV that polars refused goes wrong, read again
+    record by record. Only on the error path: a per-record loop is fine here."""
+    width = len(table.columns)
+    number = 1
+    with open(table.path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=table.separator, strict=True)
+        try:
+            for number, record in enumerate(reader, start=1):
+                if number > 1 and len(record) > width:
+                    return number, f"{len(record)} fields where the header has {width}"
+        except csv.Error as exc:
+            return number + 1, f"{exc}: a quoted field is never closed or is malformed"
+    return None, None
 
 
 def _first_line(exc: Exception) -> str:
@@ -97,11 +126,14 @@ def sniff_encoding(path: Path, fallback: str | None) -> str:
 
 
 def first_bad_line(path: Path, encoding: str) -> tuple[int, str] | None:
-    """The physical line number and reason of the first undecodable byte, if any."""
+    """The physical line number and reason of the first NUL or undecodable byte, if any."""
     decoder = codecs.getincrementaldecoder(encoding)()
     line = 1
     with open(path, "rb") as fh:
         while block := fh.read(BLOCK):
+            if b"\x00" in block:
+                line += block[: block.index(b"\x00")].count(b"\n")
+                return line, "binary content (a NUL byte); expected CSV or JSON text"
             try:
                 text = decoder.decode(block)
             except UnicodeDecodeError as exc:
@@ -130,6 +162,10 @@ def to_utf8(source: Path, target: Path, encoding: str) -> Path:
                     f"line {line}: not valid {encoding} text ({exc.reason})",
                     line=line,
                 ) from exc
+            if "\x00" in text:
+                raise FileRejected(
+                    "UNREADABLE_FILE", f"line {line}: binary content (a NUL character)", line=line
+                )
             line += text.count("\n")
             dst.write(text)
         dst.write(decoder.decode(b"", final=True))
@@ -144,13 +180,9 @@ def check_text(path: Path, encoding: str) -> None:
         raise FileRejected("EMPTY_FILE", "the file has no data rows")
     if encoding == "utf-16":
         return
-    if b"\x00" in head:
-        line = head[: head.index(b"\x00")].count(b"\n") + 1
-        raise FileRejected(
-            "UNREADABLE_FILE",
-            f"line {line}: binary content (a NUL byte); expected CSV or JSON text",
-            line=line,
-        )
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            raise FileRejected("UNREADABLE_FILE", f"line 1: {what}, not CSV or JSON text", line=1)
     bad = first_bad_line(path, "utf-8")
     if bad:
         raise FileRejected("UNREADABLE_FILE", f"line {bad[0]}: {bad[1]}", line=bad[0])
@@ -222,7 +254,8 @@ def open_table(path: Path, work: Path, fallback_encoding: str | None = None) -> 
     text = head_text(path, "utf-8")
     if is_json(text):
         return Table(path=path, kind="batches", separator="", columns=(), format="json")
-    separator, header = read_header(text)
+    eol = "\r" if "\r" in text and "\n" not in text else "\n"
+    separator, header = read_header(text.replace("\r", "\n") if eol == "\r" else text)
     columns, duplicates = normalise(header)
     kind = detect_kind(columns)
     required = KINDS[kind][1]
@@ -236,7 +269,7 @@ def open_table(path: Path, work: Path, fallback_encoding: str | None = None) -> 
     missing = [c for c in required if c not in columns]
     if missing:
         raise FileRejected("MISSING_COLUMN", f"missing column(s): {', '.join(missing)}", line=1)
-    return Table(path=path, kind=kind, separator=separator, columns=tuple(columns))
+    return Table(path=path, kind=kind, separator=separator, columns=tuple(columns), eol=eol)
 
 
 def read_json_documents(path: Path) -> list[object]:

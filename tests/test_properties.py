@@ -1,0 +1,89 @@
+"""Properties over generated input: nothing crashes the worker, valid rows round-trip."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import invoice_csv, invoice_row, read_results
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from worker.store import FINAL_STATES
+
+PROPERTY = hsettings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@PROPERTY
+@given(data=st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
+def test_any_bytes_dropped_end_final_with_a_result(pipeline, settings, store, data):
+    # Given whatever bytes, under a fresh name
+    count = store.one("SELECT count(*) AS n FROM files")["n"]
+    name = f"drop{count:05d}.csv"
+    pipeline.drop(name, data)
+    # Then the file ends in a final state, answered, and the worker is still alive
+    files = pipeline.wait_final(count + 1, timeout=30)
+    file = files[-1]
+    assert file["state"] in FINAL_STATES
+    stem = file["result_name"]
+    if file["state"] == "processed":
+        assert (settings.outbox / f"{stem}.results.csv").exists()
+    else:
+        doc = json.loads((settings.outbox / f"{stem}.error.json").read_text())
+        assert doc["file"] == name and doc["code"]
+
+
+safe_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
+).map(str.strip)
+rows_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "amount": st.integers(1, 9_999_999_999).map(str),
+            "currency": st.sampled_from(["USD", "rwf", "JOD", "eur"]),
+            "language": st.sampled_from(["en", "AR", "fr", "rw"]),
+            "customer_name": safe_text,
+            "order_description": st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"),
+                max_size=150,
+            ).map(str.strip),
+        }
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@PROPERTY
+@given(rows=rows_strategy, delimiter=st.sampled_from([",", ";"]))
+def test_a_valid_generated_file_round_trips_into_exactly_its_rows(
+    pipeline, settings, store, rows, delimiter
+):
+    count = store.one("SELECT count(*) AS n FROM files")["n"]
+    full = [invoice_row(count * 100 + i, **row) for i, row in enumerate(rows)]
+    pipeline.drop(f"gen{count:05d}.csv", invoice_csv(full, delimiter=delimiter, newline="\r\n"))
+    file = pipeline.wait_final(count + 1, timeout=30)[-1]
+    assert (file["state"], file["created"]) == ("processed", len(rows))
+    results = read_results(settings.outbox / f"{file['result_name']}.results.csv")
+    assert [r["status"] for r in results] == ["CREATED"] * len(rows)
+    stored = store.all(
+        "SELECT merchant_reference, amount, currency, language, customer_name, order_description"
+        " FROM invoices WHERE file_id = ? ORDER BY line_number",
+        (file["id"],),
+    )
+    expected = [
+        (
+            r["merchant_reference"],
+            int(r["amount"]),
+            r["currency"].upper(),
+            r["language"].lower(),
+            r["customer_name"] or None,
+            r["order_description"].replace("\r\n", "\n") or None,
+        )
+        for r in full
+    ]
+    assert [tuple(s) for s in stored] == expected
