@@ -51,13 +51,25 @@ def build(
     attachments: Iterable[Attachment] = (),
     sender_name: str = "invoice-worker",
     recipient_name: str = "",
+    message_id: str | None = None,
+    automatic: bool = False,
 ) -> EmailMessage:
+    """A multipart/alternative email (text first, then HTML) with attachments.
+
+    ``message_id``: a stable id (``local@domain``) so that a message sent twice
+    after a crash carries the same id and mail clients show it once.
+    ``automatic``: a report to staff; ``Auto-Submitted`` keeps vacation
+    responders from answering it (RFC 3834).
+    """
+    domain = sender.rpartition("@")[2] or "localhost"
     msg = EmailMessage()
     msg["From"] = address(sender, sender_name)
     msg["To"] = [address(r, recipient_name) for r in recipients]
     msg["Subject"] = header_text(subject)
     msg["Date"] = format_datetime(datetime.now().astimezone())
-    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+    msg["Message-ID"] = f"<{message_id}@{domain}>" if message_id else make_msgid(domain=domain)
+    if automatic:
+        msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
     for item in attachments:

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from notifications.transport import Transport
 from worker.errors import DeliveryError, PermanentDeliveryError
 
-CLAIM_SECONDS = 120.0
+#: How long a claim keeps others off; a sender killed mid-round blocks its claims this long.
+CLAIM_SECONDS = 30.0
 MAX_BACKOFF = 300.0
 
 
@@ -68,10 +69,11 @@ def _finish(store: StoreLike, row_id: int, state: str, error: str | None, retry_
         )
 
 
-def deliver_due(store: StoreLike, transport: Transport, limit: int = 100) -> dict[str, int]:
+def deliver_due(store: StoreLike, transport: Transport, limit: int = 20) -> dict[str, int]:
     """Send what is due; returns counts of sent, failed (for good) and deferred messages."""
     counts = {"sent": 0, "failed": 0, "deferred": 0}
-    for row in _claim(store, limit):
+    rows = _claim(store, limit)
+    for index, row in enumerate(rows):
         msg = message_from_bytes(row["message"], policy=policy.default)
         assert isinstance(msg, EmailMessage)
         try:
@@ -82,12 +84,23 @@ def deliver_due(store: StoreLike, transport: Transport, limit: int = 100) -> dic
         except DeliveryError as exc:
             _finish(store, row["id"], "pending", str(exc), time.time() + backoff(row["attempts"]))
             counts["deferred"] += 1
-            # The server is down or busy: stop this round, keep the order.
+            # The server is down or busy: stop this round, hand the untried back as they were.
+            _release(store, [r["id"] for r in rows[index + 1 :]])
             break
         else:
             _finish(store, row["id"], "sent", None, 0)
             counts["sent"] += 1
     return counts
+
+
+def _release(store: StoreLike, ids: list[int]) -> None:
+    if not ids:
+        return
+    with store.write() as conn:
+        conn.executemany(
+            "UPDATE outbox SET next_attempt_at = 0, attempts = attempts - 1 WHERE id = ?",
+            [(i,) for i in ids],
+        )
 
 
 def pending(store: StoreLike) -> int:

@@ -10,10 +10,12 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from notifications.formats import count
+
 
 @cache
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("notifications", "templates"),
         # select_autoescape matches by suffix: ".html.j2" must be named to be escaped.
         autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=True),
@@ -22,6 +24,9 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    # Counts arrive as ints (templates test them); this writes them grouped: 1,000.
+    env.filters["number"] = count
+    return env
 
 
 def render(name: str, **context: Any) -> tuple[str, str]:

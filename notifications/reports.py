@@ -1,23 +1,39 @@
 """Administrator reports: what happened to a file, counts first, errors attached.
 
-Callers pass plain data (dicts, lists); nothing here reads files or the database.
+Every report names the file and the outcome in its subject, puts the counts in
+its first lines, shows the first errors in a table and attaches every error as
+CSV. Callers pass plain data (dicts, lists); nothing here reads files or the
+database.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from email.message import EmailMessage
 from typing import Any
 
-from babel.numbers import format_currency, get_currency_precision
-
+from notifications.formats import count, money
 from notifications.message import Attachment, build, header_text
 from notifications.render import render
 
+__all__ = [
+    "Envelope",
+    "bounces",
+    "money",
+    "processing",
+    "rejection",
+    "stalled",
+    "totals",
+    "validation",
+]
+
+FIRST_ERRORS = 20
 #: Unknown columns named in an email, at most (a file may have thousands).
 MAX_LISTED = 20
+GOOD, WARN, BAD = "#2f8132", "#b7791f", "#c62828"
 
 
 @dataclass(frozen=True)
@@ -28,32 +44,70 @@ class Envelope:
     admins: Sequence[str]
 
 
-def money(minor_units: int, currency: str, locale: str = "en") -> str:
-    """``2000 RWF`` -> ``RWF 2,000``; ``1000 USD`` -> ``$10.00``: minor units by ISO 4217."""
-    try:
-        digits = int(get_currency_precision(currency))
-    except (KeyError, ValueError):
-        digits = 2
-    value = Decimal(int(minor_units)).scaleb(-digits)
-    return format_currency(value, currency, locale=locale, currency_digits=True)
+def plural(number: int, word: str, words: str | None = None) -> str:
+    return f"{count(number)} {word if number == 1 else (words or word + 's')}"
 
 
 def totals(rows: Iterable[tuple[str, int, int]]) -> list[dict[str, Any]]:
     """(currency, count, sum of minor units) rows, formatted for a table."""
     return [
-        {"currency": cur, "count": count, "formatted": money(total, cur)}
-        for cur, count, total in sorted(rows)
+        {"currency": cur, "count": count(n), "formatted": money(total, cur)}
+        for cur, n, total in sorted(rows)
     ]
+
+
+def first_rows(errors_csv: bytes | None, limit: int = FIRST_ERRORS) -> list[tuple[str, ...]]:
+    """The first data rows of an attachment, for the table of a report that has none."""
+    if not errors_csv:
+        return []
+    reader = csv.reader(io.StringIO(errors_csv.decode("utf-8")))
+    next(reader, None)
+    return [tuple(row) for _, row in zip(range(limit), reader, strict=False)]
+
+
+def _readable(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Codes joined by ";" get a space after it, so that a table cell can wrap there."""
+    return [(*row[:-1], str(row[-1] or "").replace(";", "; ")) for row in rows]
+
+
+def _more(total: int, shown: int, attachment: str) -> str:
+    rest = max(total - shown, 0)
+    return f"{count(rest)} more in the attached {attachment}." if rest and attachment else ""
 
 
 def _subject(file: dict[str, Any], outcome: str) -> str:
     return f"[invoice-worker] {header_text(str(file['name']), 120)}: {outcome}"
 
 
-def _attachment(name: str, errors_csv: bytes | None) -> list[Attachment]:
-    if not errors_csv:
-        return []
-    return [Attachment(filename=f"{name}.errors.csv", content=errors_csv)]
+def _attachment_name(file: dict[str, Any], what: str) -> str:
+    return f"{file['name']}.{what}.csv"
+
+
+def _attachments(name: str, content: bytes | None) -> list[Attachment]:
+    return [Attachment(filename=name, content=content)] if content else []
+
+
+def _email(
+    envelope: Envelope,
+    template: str,
+    file: dict[str, Any],
+    outcome: str,
+    subject: str,
+    attachments: list[Attachment],
+    **context: Any,
+) -> EmailMessage:
+    text, html = render(
+        template, title=f"{outcome}: {file['name']}", outcome=outcome, file=file, **context
+    )
+    return build(
+        sender=envelope.sender,
+        recipients=envelope.admins,
+        subject=_subject(file, subject),
+        text=text,
+        html=html,
+        attachments=attachments,
+        automatic=True,
+    )
 
 
 def validation(
@@ -68,18 +122,30 @@ def validation(
     next_step: str,
     errors_csv: bytes | None,
 ) -> EmailMessage:
-    outcome = f"validated, {valid} of {rows} rows valid"
+    subject = f"validated, {count(valid)} of {count(rows)} rows valid"
     if rejected:
-        outcome += f", {rejected} rejected"
-    text, html = render(
+        subject += f", {count(rejected)} rejected"
+        headline = (
+            f"{count(valid)} of {plural(rows, 'row')} valid; "
+            f"{count(rejected)} rejected and skipped."
+        )
+    else:
+        headline = f"All {plural(rows, 'row')} valid."
+    attachment = _attachment_name(file, "errors")
+    return _email(
+        envelope,
         "validated",
-        title=f"Validated: {file['name']}",
-        file=file,
+        file,
+        "Validated",
+        subject,
+        _attachments(attachment, errors_csv),
+        accent=WARN if rejected else GOOD,
+        headline=headline,
         rows=rows,
         valid=valid,
         rejected=rejected,
-        first_errors=first_errors,
-        more_errors=max(rejected - len(first_errors), 0),
+        first_errors=_readable(first_errors[:FIRST_ERRORS]),
+        more_text=_more(rejected, min(len(first_errors), FIRST_ERRORS), attachment),
         unknown_columns=unknown_columns[:MAX_LISTED]
         + (
             [f"and {len(unknown_columns) - MAX_LISTED} more"]
@@ -87,14 +153,7 @@ def validation(
             else []
         ),
         next_step=next_step,
-    )
-    return build(
-        sender=envelope.sender,
-        recipients=envelope.admins,
-        subject=_subject(file, outcome),
-        text=text,
-        html=html,
-        attachments=_attachment(str(file["name"]), errors_csv),
+        attachment=attachment if errors_csv else "",
     )
 
 
@@ -106,36 +165,51 @@ def processing(
     rejected: int,
     currency_totals: list[tuple[str, int, int]],
     result_name: str,
+    emails: int = 0,
+    sms: int = 0,
 ) -> EmailMessage:
-    text, html = render(
+    subject = f"processed, {plural(created, 'invoice')} created"
+    headline = f"{plural(created, 'invoice')} created"
+    if rejected:
+        subject += f", {plural(rejected, 'row')} rejected"
+        headline += f"; {plural(rejected, 'row')} rejected"
+    return _email(
+        envelope,
         "processed",
-        title=f"Processed: {file['name']}",
-        file=file,
+        file,
+        "Processed",
+        subject,
+        [],
+        accent=WARN if rejected else GOOD,
+        headline=headline + ".",
         created=created,
         rejected=rejected,
         totals=totals(currency_totals),
         result_name=result_name,
-    )
-    return build(
-        sender=envelope.sender,
-        recipients=envelope.admins,
-        subject=_subject(file, f"processed, {created} invoices created"),
-        text=text,
-        html=html,
+        emails_line=(
+            f"{plural(emails, 'invoice email')} queued, sent paced after this report"
+            if emails
+            else "none asked for"
+        ),
+        sms_line=(
+            f"{plural(sms, 'message')} recorded for the SMS gateway" if sms else "none asked for"
+        ),
     )
 
 
 def stalled(envelope: Envelope, file: dict[str, Any], *, state: str, error: str) -> EmailMessage:
     """Sent once per file when it cannot move on for a reason outside the file (disk, folder)."""
-    text, html = render(
-        "stalled", title=f"Waiting: {file['name']}", file=file, state=state, error=error
-    )
-    return build(
-        sender=envelope.sender,
-        recipients=envelope.admins,
-        subject=_subject(file, f"waiting ({state}): {error}"),
-        text=text,
-        html=html,
+    return _email(
+        envelope,
+        "stalled",
+        file,
+        "Waiting",
+        f"waiting ({state}): {error}",
+        [],
+        accent=WARN,
+        headline=f"Waiting in {state}: a problem outside the file stops it from moving on.",
+        state=state,
+        error=error,
     )
 
 
@@ -147,26 +221,55 @@ def rejection(
     message: str,
     line: int | None,
     result_name: str,
-    first_errors: list[tuple[int, str, str]] = (),  # type: ignore[assignment]
+    first_errors: Sequence[tuple[Any, ...]] = (),
     rejected: int = 0,
     errors_csv: bytes | None = None,
 ) -> EmailMessage:
-    text, html = render(
+    shown = list(first_errors) or first_rows(errors_csv)
+    attachment = _attachment_name(file, "errors")
+    return _email(
+        envelope,
         "rejected",
-        title=f"Rejected: {file['name']}",
-        file=file,
+        file,
+        "Rejected",
+        f"rejected ({code}), no invoices created",
+        _attachments(attachment, errors_csv),
+        accent=BAD,
+        headline=f"The whole file was rejected ({code}): no invoice was created.",
         code=code,
         message=message,
         line=line,
         result_name=result_name,
-        first_errors=list(first_errors),
-        more_errors=max(rejected - len(first_errors), 0),
+        first_errors=_readable(shown[:FIRST_ERRORS]),
+        more_text=_more(rejected, min(len(shown), FIRST_ERRORS), attachment if errors_csv else ""),
+        attachment=attachment if errors_csv else "",
     )
-    return build(
-        sender=envelope.sender,
-        recipients=envelope.admins,
-        subject=_subject(file, f"rejected ({code})"),
-        text=text,
-        html=html,
-        attachments=_attachment(str(file["name"]), errors_csv),
+
+
+def bounces(
+    envelope: Envelope,
+    file: dict[str, Any],
+    *,
+    sent: int,
+    failed: int,
+    first_failures: Sequence[tuple[Any, ...]],
+    failures_csv: bytes,
+) -> EmailMessage:
+    """Customer invoice emails the server refused for good (5xx), once per file."""
+    total = sent + failed
+    attachment = _attachment_name(file, "email-failures")
+    return _email(
+        envelope,
+        "bounced",
+        file,
+        "Customer emails failed",
+        f"{count(failed)} of {plural(total, 'customer email')} failed",
+        _attachments(attachment, failures_csv),
+        accent=BAD,
+        headline=f"{count(failed)} of {plural(total, 'customer email')} could not be delivered.",
+        sent=sent,
+        failed=failed,
+        first_failures=list(first_failures)[:FIRST_ERRORS],
+        more_text=_more(failed, min(len(first_failures), FIRST_ERRORS), attachment),
+        attachment=attachment,
     )

@@ -10,14 +10,20 @@ import contextlib
 import os
 import smtplib
 import ssl
+import time
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from worker.errors import DeliveryError, PermanentDeliveryError
+from worker.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
 
 TIMEOUT = 30
+#: A connection idle longer than this is checked with NOOP before it is reused;
+#: servers drop idle clients, and a NOOP per message would halve the send rate.
+IDLE_CHECK_SECONDS = 5.0
+#: "Service not available, closing channel": the server, not the recipient.
+SERVICE_CLOSING = 421
 
 
 class Transport(Protocol):
@@ -67,13 +73,18 @@ class Smtp:
         self.password = unquote(parts.password) if parts.password else None
         self.context = ssl_context or ssl.create_default_context()
         self._conn: smtplib.SMTP | None = None
+        self._used_at = 0.0
+        #: Connections opened so far: the test of connection reuse reads it.
+        self.connections = 0
 
     def _connect(self) -> smtplib.SMTP:
         if self._conn is not None:
+            if time.monotonic() - self._used_at < IDLE_CHECK_SECONDS:
+                return self._conn
             try:
                 if self._conn.noop()[0] == 250:
                     return self._conn
-            except smtplib.SMTPException:
+            except (smtplib.SMTPException, OSError):
                 pass
             self.close()
         conn: smtplib.SMTP
@@ -81,41 +92,66 @@ class Smtp:
             conn = smtplib.SMTP_SSL(self.host, self.port, timeout=TIMEOUT, context=self.context)
         else:
             conn = smtplib.SMTP(self.host, self.port, timeout=TIMEOUT)
-            conn.ehlo()
-            if conn.has_extn("starttls"):
-                conn.starttls(context=self.context)
+        try:
+            if not self.tls:
                 conn.ehlo()
-        if self.user:
-            conn.login(self.user, self.password or "")
+                if conn.has_extn("starttls"):
+                    conn.starttls(context=self.context)
+                    conn.ehlo()
+            if self.user:
+                conn.login(self.user, self.password or "")
+        except BaseException:
+            # A refused login or TLS handshake must not leave the socket open.
+            conn.close()
+            raise
         self._conn = conn
+        self.connections += 1
         return conn
 
     def send(self, key: str, msg: EmailMessage) -> None:
         try:
             refused = self._connect().send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            error = f"recipients refused: {sorted(set(codes))}"
+            codes = {code for code, _ in exc.recipients.values()}
+            error = "; ".join(_reply(code, text) for code, text in exc.recipients.values())
+            if SERVICE_CLOSING in codes:
+                self.close()
+                raise DeliveryError(error) from exc
             if all(code >= 500 for code in codes):
                 raise PermanentDeliveryError(error) from exc
-            raise DeliveryError(error) from exc
+            raise RecipientDeferred(error) from exc
         except smtplib.SMTPResponseException as exc:
             self.close()
-            error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-            if exc.smtp_code >= 500 and not isinstance(exc, smtplib.SMTPAuthenticationError):
+            error = _reply(exc.smtp_code, exc.smtp_error)
+            # A refused login or sender (mail_from) is the configuration's fault, not
+            # this message's: retried until fixed, never failed message by message.
+            config = (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused)
+            if exc.smtp_code >= 500 and not isinstance(exc, config):
                 raise PermanentDeliveryError(error) from exc
             raise DeliveryError(error) from exc
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             raise DeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
+        finally:
+            self._used_at = time.monotonic()
         if refused:
-            raise PermanentDeliveryError(f"recipients refused: {sorted(refused)}")
+            # Some of several recipients refused: the message went to the others.
+            raise PermanentDeliveryError(
+                "; ".join(f"{rcpt}: {_reply(*reply)}" for rcpt, reply in refused.items())
+            )
 
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._conn.quit()
             self._conn = None
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    """An SMTP reply as one short line, fit for the database and a report."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}"[:300]
 
 
 def from_url(smtp_url: str | None, mail_folder: Path) -> Transport:

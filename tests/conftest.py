@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import WEBHOOK_SECRET, drop, wait_files
+from mailserver import MailServer
 
 from worker import broker as broker_module
 from worker import log
@@ -33,6 +34,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real redis-server (the embedded one) for the session."""
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
     yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[MailServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1, recording what it accepts."""
+    server = MailServer().start()
+    yield server
     server.stop()
 
 
@@ -105,9 +114,14 @@ class Harness:
         return wait_files(self.store, count, timeout, **kw)
 
     def wait_mail(self, timeout: float = 10) -> None:
+        """Wait until no email is left to send: administrators' and customers'."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.store.one("SELECT 1 FROM outbox WHERE state = 'pending'"):
+            if not self.store.one(
+                "SELECT 1 FROM outbox WHERE state = 'pending'"
+            ) and not self.store.one(
+                "SELECT 1 FROM invoices WHERE email_state IN ('pending', 'sending')"
+            ):
                 return
             time.sleep(0.05)
         raise AssertionError("emails still pending")

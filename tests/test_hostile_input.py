@@ -41,6 +41,7 @@ def test_each_corpus_file_ends_as_expected(pipeline, settings, name, content, ex
             "Subject",
             "Date",
             "Message-ID",
+            "Auto-Submitted",  # reports to staff: no vacation replies (RFC 3834)
             "MIME-Version",
             "Content-Type",
         }

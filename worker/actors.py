@@ -12,7 +12,7 @@ import dramatiq
 
 from notifications import outbox, webhook
 from notifications.transport import from_url
-from worker import log, pipeline
+from worker import invoice_mail, log, pipeline
 from worker.errors import LeaseHeld
 
 _runtime: pipeline.Runtime | None = None
@@ -25,6 +25,7 @@ def bind(runtime: pipeline.Runtime) -> None:
     runtime.kick_mail = _kick_mail
     if runtime.settings.merchant_webhook_url:
         runtime.kick_webhooks = _kick_webhooks
+    runtime.kick_invoice_mail = _kick_invoice_mail
 
 
 def _kick_mail() -> None:
@@ -41,6 +42,14 @@ def _kick_webhooks() -> None:
         deliver_webhooks.send()
     except Exception as exc:
         log.event("webhook.kick_failed", logging.WARNING, error=str(exc))
+
+
+def _kick_invoice_mail() -> None:
+    # Best effort too: the invoices' email_state is the record; the reconciler kicks again.
+    try:
+        deliver_invoice_mail.send()
+    except Exception as exc:
+        log.event("mail.kick_failed", logging.WARNING, error=str(exc))
 
 
 def runtime() -> pipeline.Runtime:
@@ -111,4 +120,21 @@ def deliver_webhooks() -> None:
             return
 
 
-ALL = (advance, deliver_mail, deliver_webhooks)
+@dramatiq.actor(queue_name="customer-mail", max_retries=0, time_limit=HOUR_MS)
+def deliver_invoice_mail() -> None:
+    """Send the customers' invoice emails that are due, paced; one sender at a time."""
+    rt = runtime()
+    transport = from_url(rt.settings.smtp_url, rt.settings.mail)
+    try:
+        run = invoice_mail.deliver(rt.store, transport, rt.settings)
+    finally:
+        transport.close()
+    if run is None:
+        return
+    if run.reports:
+        rt.kick_mail()
+    if run.more:
+        deliver_invoice_mail.send()
+
+
+ALL = (advance, deliver_mail, deliver_webhooks, deliver_invoice_mail)

@@ -39,3 +39,7 @@ class DeliveryError(InvoiceWorkerError):
 
 class PermanentDeliveryError(DeliveryError):
     """An email or webhook was refused for good (e.g. an SMTP 5xx); not retried."""
+
+
+class RecipientDeferred(DeliveryError):
+    """A working server deferred one recipient (SMTP 4xx at RCPT); others can go on."""

@@ -121,6 +121,11 @@ class InvoiceFiles:
         late = rt.store.one(
             "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?", (file["id"],)
         )
+        asked = rt.store.one(
+            "SELECT count(email_state) AS emails, count(sms_state) AS sms FROM invoices"
+            " WHERE file_id = ?",
+            (file["id"],),
+        )
         return reports.processing(
             rt.envelope,
             {"id": file["id"], "name": file["name"], "kind": self.name},
@@ -128,6 +133,8 @@ class InvoiceFiles:
             rejected=(file["rejected"] or 0) + late["n"],
             currency_totals=[(r["currency"], r["n"], r["total"]) for r in totals],
             result_name=f"{file['result_name']}{self.result_suffix}",
+            emails=asked["emails"],
+            sms=asked["sms"],
         )
 
 

@@ -44,6 +44,8 @@ class Runtime:
     kick_mail: Callable[[], None] = field(default=lambda: None)
     #: Called after a merchant webhook is recorded, to get it delivered soon.
     kick_webhooks: Callable[[], None] = field(default=lambda: None)
+    #: Called after invoices are created, to start their customers' emails.
+    kick_invoice_mail: Callable[[], None] = field(default=lambda: None)
 
     @property
     def envelope(self) -> Envelope:
@@ -211,6 +213,8 @@ def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     _logged(rt, file["id"], "processed", {"created": created["n"], "result_name": name})
     _cleanup(rt, file)
     rt.kick_mail()
+    # Customer emails follow the results and the report, paced, in their own actor.
+    rt.kick_invoice_mail()
 
 
 STAGES: dict[str, Callable[[Runtime, sqlite3.Row, Callable[[], None]], None]] = {

@@ -20,7 +20,7 @@ import dramatiq
 
 from notifications import outbox, webhook
 from worker import broker as broker_module
-from worker import log, redis_server
+from worker import invoice_mail, log, redis_server
 from worker.pipeline import Runtime
 from worker.settings import Settings
 from worker.store import RUNNABLE_STATES, Store
@@ -81,6 +81,8 @@ def kick_mail_if_due(store: Store) -> None:
     )
     if due:
         actors.deliver_mail.send()
+    if invoice_mail.due(store):
+        actors.deliver_invoice_mail.send()
 
 
 def kick_webhooks_if_due(store: Store, settings: Settings) -> None:
@@ -137,7 +139,10 @@ def run(
                 watcher.start()
             kick_mail_if_due(p.store)
             kick_webhooks_if_due(p.store, settings)
+            # --once waits for emails while they move; mail_timeout is how long it
+            # waits for a mail server that takes none (it is down or refuses).
             idle_since: float | None = None
+            left = -1
             while not stopper.event.is_set():
                 reconciled = watcher.step() if watcher else False
                 if reconciled:
@@ -145,7 +150,13 @@ def run(
                     kick_webhooks_if_due(p.store, settings)
                 if once and watcher:
                     done = _drained(p, watcher)
-                    idle_since = (idle_since or time.monotonic()) if done == "mail" else None
+                    now_left = _mail_left(p.store, settings) if done == "mail" else -1
+                    moving = now_left != left
+                    left = now_left
+                    if done != "mail" or moving:
+                        idle_since = None
+                    else:
+                        idle_since = idle_since or time.monotonic()
                     if done == "all" or (
                         idle_since and time.monotonic() - idle_since > mail_timeout
                     ):
@@ -154,6 +165,7 @@ def run(
                                 "run.mail_pending",
                                 pending=outbox.pending(p.store),
                                 webhooks=webhook.pending(p.store),
+                                customer_pending=invoice_mail.open_count(p.store),
                             )
                         break
                 stopper.event.wait(0.05)
@@ -173,5 +185,10 @@ def _drained(p: Parts, watcher: Watcher) -> str | None:
     watcher.scan()
     if watcher.pending():
         return None
-    webhooks = p.settings.merchant_webhook_url and webhook.pending(p.store)
-    return "mail" if outbox.pending(p.store) or webhooks else "all"
+    return "mail" if _mail_left(p.store, p.settings) else "all"
+
+
+def _mail_left(store: Store, settings: Settings) -> int:
+    """Emails and merchant webhooks still to go."""
+    webhooks = webhook.pending(store) if settings.merchant_webhook_url else 0
+    return outbox.pending(store) + invoice_mail.open_count(store) + webhooks

@@ -52,8 +52,13 @@ class Settings:
     #: Seconds a job holds a file before another run may take it over.
     lease_seconds: float = 60.0
     worker_threads: int = 4
-    #: Customer emails per second (0 = unpaced).
+    #: Customer emails per second (0 = unpaced), over one reused connection.
     mail_rate: float = 50.0
+    #: A customer email a server keeps deferring (4xx) is failed and reported after
+    #: this many hours; a server that is down is waited for without limit.
+    mail_retry_hours: float = 48.0
+    #: The name customers see as the sender of their invoice emails.
+    merchant_name: str = "invoice-worker"
     log_format: str = "text"
 
     @property
@@ -198,6 +203,8 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("max_error_rate: expected a fraction from 0 to 1")
     if settings.settle_seconds < 0:
         raise ConfigError("settle_seconds: expected a number of seconds >= 0")
+    if settings.mail_rate < 0 or settings.mail_retry_hours < 0:
+        raise ConfigError("mail_rate and mail_retry_hours: expected numbers >= 0")
     if settings.chunk_rows < 1:
         raise ConfigError("chunk_rows: expected a positive number of rows")
     if settings.accounts and settings.default_account not in (None, *settings.accounts):

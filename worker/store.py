@@ -200,6 +200,38 @@ def m002_batches_and_payments(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations()
+def m003_customer_emails(db: sqlite_utils.Database) -> None:
+    """Customer emails are sent from the invoices table itself: each invoice is its own
+    outbox row (email_state pending -> sending -> sent | failed). ``leases`` holds the
+    one sender allowed at a time, so the configured rate is the rate of the system."""
+    db.executescript(
+        """
+        ALTER TABLE invoices ADD COLUMN email_attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE invoices ADD COLUMN email_next_at REAL NOT NULL DEFAULT 0;
+        ALTER TABLE invoices ADD COLUMN email_first_at REAL;
+        ALTER TABLE invoices ADD COLUMN email_sent_at TEXT;
+        ALTER TABLE invoices ADD COLUMN email_error TEXT;
+        -- Replaces invoices_email: the same rows, in the order they fall due, so the
+        -- claim reads the first due rows and stops instead of sorting every pending one.
+        DROP INDEX invoices_email;
+        CREATE INDEX invoices_email_due ON invoices(email_next_at)
+            WHERE email_state = 'pending';
+        CREATE INDEX invoices_email_sending ON invoices(file_id) WHERE email_state = 'sending';
+        CREATE INDEX invoices_email_failed ON invoices(file_id) WHERE email_state = 'failed';
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            until REAL NOT NULL
+        );
+        CREATE VIEW sms_pending AS
+            SELECT invoice_number, file_id, customer_phone, customer_name, language,
+                   amount, currency, expires_at, order_description, payment_link_url
+            FROM invoices WHERE sms_state = 'pending';
+        """
+    )
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

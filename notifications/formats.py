@@ -1,0 +1,75 @@
+"""Amounts and dates as a reader of a given language expects them, with babel (CLDR).
+
+Amounts arrive in minor units (ISO 4217 exponent): 2000 RWF, 1000 USD = 10.00,
+100000 JOD = 100.000. Every language the worker speaks has CLDR data in babel
+(``rw`` included); an unknown language falls back to English rather than fail
+an email.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_time
+from babel.numbers import format_currency, format_decimal, get_currency_precision
+
+FALLBACK_LOCALE = "en"
+#: CLDR's currencySpacing rule, which babel does not apply: a currency code
+#: written in letters next to a digit gets a no-break space ("RWF 2,000", not
+#: "RWF2,000"); a symbol such as "$" stays attached ("$10.00").
+_LETTER_THEN_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)")
+_DIGIT_THEN_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])")
+NBSP = "\u00a0"
+
+
+@cache
+def locale(language: str | None) -> Locale:
+    try:
+        return Locale.parse((language or FALLBACK_LOCALE).replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse(FALLBACK_LOCALE)
+
+
+def exponent(currency: str) -> int:
+    try:
+        return int(get_currency_precision(currency))
+    except (KeyError, ValueError):
+        return 2
+
+
+def money(minor_units: int, currency: str, language: str | None = "en") -> str:
+    """``2000 RWF`` -> ``RWF 2,000``; ``1000 USD`` -> ``$10.00``; ``fr``: ``10,00 $US``."""
+    value = Decimal(int(minor_units)).scaleb(-exponent(currency))
+    text = format_currency(value, currency, locale=locale(language), currency_digits=True)
+    text = _LETTER_THEN_DIGIT.sub(NBSP, text)
+    return _DIGIT_THEN_LETTER.sub(NBSP, text)
+
+
+def parse_instant(iso: str) -> datetime:
+    """An ISO 8601 instant as stored (``...Z``) as an aware UTC datetime."""
+    moment = datetime.fromisoformat(iso)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def when(iso: str, language: str | None = "en") -> str:
+    """A date and time in the reader's language, in UTC and saying so.
+
+    The file's offset is not kept, and a customer's time zone is not known:
+    an explicit "UTC" is the one reading that cannot mislead.
+    """
+    moment = parse_instant(iso)
+    loc = locale(language)
+    date = format_date(moment, "long", locale=loc)
+    time = format_time(moment, "short", tzinfo=UTC, locale=loc)
+    # The locale's own glue between date and time ("{1}, {0}"), quotes dropped.
+    glue = str(loc.datetime_formats["long"]).replace("'", "")
+    return glue.format(f"{time} UTC", date)
+
+
+def count(number: int, language: str | None = "en") -> str:
+    """An integer with the locale's grouping: 100000 -> 100,000 (en), 100 000 (fr)."""
+    return format_decimal(int(number), locale=locale(language))
