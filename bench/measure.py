@@ -21,7 +21,11 @@ from pathlib import Path
 
 import psutil
 
-SAMPLE_SECONDS = 0.02
+#: VmHWM is the kernel's own peak, so sampling often is not needed to catch a peak;
+#: only to see a child's peak before the child exits.
+SAMPLE_SECONDS = 0.1
+#: Listing a tree's children walks all of /proc: done this often, not at every sample.
+TREE_SECONDS = 1.0
 MIB = 1 << 20
 
 
@@ -67,6 +71,8 @@ class TreeSampler:
         self._peaks: dict[tuple[int, float], int] = {}
         self._root = psutil.Process(pid)
         self._root_exe = self._root.exe()
+        self._procs: list[psutil.Process] = [self._root]
+        self._listed = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -83,11 +89,14 @@ class TreeSampler:
         self._thread.join()
 
     def sample(self) -> None:
-        try:
-            children = self._root.children(recursive=True)
-        except psutil.Error:
-            return
-        for proc in [self._root, *children]:
+        if time.monotonic() - self._listed > TREE_SECONDS:
+            self._listed = time.monotonic()
+            try:
+                children = self._root.children(recursive=True)
+            except psutil.Error:
+                children = []
+            self._procs = [self._root, *children]
+        for proc in self._procs:
             try:
                 if proc is not self._root and proc.exe() == self._root_exe:
                     continue
@@ -119,7 +128,6 @@ def run(
         status = None
         with TreeSampler(proc.pid) as sampler:
             while status is None:
-                sampler.sample()
                 pid, status_code, _ = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     status = status_code
@@ -129,7 +137,7 @@ def run(
                 if time.perf_counter() - start > timeout:
                     proc.send_signal(signal.SIGTERM)
                     timeout = float("inf")
-                time.sleep(0.002 if mark is not None and marked_at is None else 0.01)
+                time.sleep(0.005 if mark is not None and marked_at is None else 0.02)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         if marked_at is None and mark is not None and mark():

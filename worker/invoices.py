@@ -37,7 +37,9 @@ def rules_context(
         frozenset(c.upper() for c in settings_currencies) & known if settings_currencies else known
     )
     return Context(
-        now=datetime.now(UTC),
+        # Whole seconds: files validated within one second share one set of compiled
+        # rule expressions (see validation.expressions); the clock is read per file.
+        now=datetime.now(UTC).replace(microsecond=0),
         currencies=allowed,
         accounts=dict(accounts),
         default_account=default_account,

@@ -97,6 +97,27 @@ def _normalised(ctx: Context) -> list[pl.Expr]:
     ]
 
 
+_EXPRESSIONS: dict[tuple[object, ...], tuple[pl.Expr, list[pl.Expr]]] = {}
+_EXPRESSIONS_KEPT = 8
+
+
+def expressions(ctx: Context) -> tuple[pl.Expr, list[pl.Expr]]:
+    """The error and normalisation expressions for ``ctx``, built once per distinct context:
+    building them costs a few milliseconds, as much as validating a small file."""
+    key = (
+        ctx.now,
+        ctx.currencies,
+        tuple(sorted(ctx.accounts.items())),
+        ctx.default_account,
+    )
+    built = _EXPRESSIONS.get(key)
+    if built is None:
+        built = _EXPRESSIONS[key] = (errors_expr(ctx), _normalised(ctx))
+        while len(_EXPRESSIONS) > _EXPRESSIONS_KEPT:
+            _EXPRESSIONS.pop(next(iter(_EXPRESSIONS)), None)
+    return built
+
+
 class InvoiceValidator:
     """Validates one file chunk by chunk, remembering references across chunks."""
 
@@ -105,30 +126,48 @@ class InvoiceValidator:
         self.exists = exists
         self.seen = pl.Series("merchant_reference", [], pl.String)
         self.summary = Summary()
-        self._errors = errors_expr(ctx)
-        self._normal = _normalised(ctx)
+        self._errors, self._normal = expressions(ctx)
 
     def chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
         frame = _prepare(raw)
         refs = frame["merchant_reference"]
-        seen_in_file = ~refs.is_first_distinct() | refs.is_in(self.seen.implode())
+        seen_in_file = ~refs.is_first_distinct() | self._seen_before(refs)
         exists = self.exists(refs) if self.exists else pl.repeat(False, len(refs), eager=True)
-        frame = frame.with_columns(
-            _seen_in_file=seen_in_file.fill_null(False),
-            _exists=exists,
-            _email_ok=values.email_ok(frame["customer_email"]),
+        # Kept as a list of chunks (no rechunk): appending does not copy what is there.
+        self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=False)
+        valid = pl.col("errors") == ""
+        # One lazy query, not eager steps: the optimiser then evaluates each shared
+        # subexpression once (the expiry date is parsed by two rules and normalised,
+        # the notification list is split by three), about 40% of validation time.
+        checked = (
+            frame.lazy()
+            .with_columns(
+                _seen_in_file=seen_in_file.fill_null(False),
+                _exists=exists,
+                _email_ok=values.email_ok(frame["customer_email"]),
+            )
+            .select("line_number", self._errors.alias("errors"), *self._normal)
+            .with_columns(
+                valid=valid,
+                ordinal=pl.when(valid).then(
+                    valid.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
+                ),
+                token=pl.when(valid).then(pl.lit(tokens(len(frame)))),
+            )
+            .select(CHUNK_COLUMNS)
+            .collect()
         )
-        self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
-        checked = frame.select("line_number", self._errors.alias("errors"), *self._normal)
-        valid = checked["errors"] == ""
-        base = self.summary.valid
-        checked = checked.with_columns(
-            valid=valid,
-            ordinal=pl.when(valid).then(valid.cast(pl.Int64).cum_sum() - 1 + base),
-            token=pl.when(valid).then(tokens(len(checked))),
-        ).select(CHUNK_COLUMNS)
         self._count(checked)
         return checked
+
+    def _seen_before(self, refs: pl.Series) -> pl.Series:
+        """Which of ``refs`` an earlier chunk had. The lookup table is built from this
+        chunk's references and the earlier ones stream past it: building it from all
+        earlier references instead would cost a file's whole history at every chunk."""
+        if self.seen.is_empty():
+            return pl.repeat(False, len(refs), eager=True)
+        met = self.seen.filter(self.seen.is_in(refs.drop_nulls().implode()))
+        return refs.is_in(met.implode())
 
     def _count(self, checked: pl.DataFrame) -> None:
         s = self.summary
