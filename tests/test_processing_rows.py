@@ -41,3 +41,16 @@ def test_the_rows_written_match_the_invoice_shape(store: Store, tmp_path: Path) 
         for column in INSERT_COLUMNS:
             if column not in ("created_at", "updated_at"):
                 assert row[column] == want[column], column
+
+
+def test_seen_references_find_exactly_the_earlier_ones() -> None:
+    from worker.validation import SeenReferences
+
+    # Given the references of two earlier chunks
+    seen = SeenReferences()
+    assert not seen.met(pl.Series([f"REF-{n}" for n in range(0, 5000)])).any()
+    assert not seen.met(pl.Series([f"REF-{n}" for n in range(5000, 10000)] + [None])).any()
+    # When a later chunk repeats some of them, and has new ones and a blank
+    later = pl.Series(["REF-1", "REF-9999", "REF-10000", None, "ref-1", "REF-5000"])
+    # Then exactly the repeated ones are found
+    assert seen.met(later).to_list() == [True, True, False, False, False, True]
