@@ -54,3 +54,30 @@ def test_seen_references_find_exactly_the_earlier_ones() -> None:
     later = pl.Series(["REF-1", "REF-9999", "REF-10000", None, "ref-1", "REF-5000"])
     # Then exactly the repeated ones are found
     assert seen.met(later).to_list() == [True, True, False, False, False, True]
+
+
+def test_currency_totals_from_chunks_equal_the_database(
+    pipeline, settings, store, monkeypatch
+) -> None:
+    from worker import invoices
+    from worker.kinds import REGISTRY
+
+    # Given a processed file whose work folder is kept, with rows in three currencies
+    monkeypatch.setattr("worker.pipeline._cleanup", lambda rt, file: None)
+    rows = [
+        invoice_row(1, currency="USD", amount="100"),
+        invoice_row(2, currency="USD", amount="200"),
+        invoice_row(3, currency="RWF", amount="300"),
+        invoice_row(4, currency="RWF", amount="0"),
+    ]
+    pipeline.drop("totals.csv", invoice_csv(rows))
+    [file] = pipeline.wait_final()
+    kind = REGISTRY["invoices"]
+    row = store.file(file["id"])
+    # When the totals are summed from the chunk files, and asked of the database
+    monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 0)
+    from_chunks = kind._currency_totals(pipeline.runtime, row)
+    monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 10**9)
+    from_database = kind._currency_totals(pipeline.runtime, row)
+    # Then they agree
+    assert from_chunks == from_database == [("RWF", 1, 300), ("USD", 2, 300)]
