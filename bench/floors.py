@@ -10,6 +10,8 @@
   same rules in Python (email-validator per address), then sqlite-utils
   ``insert_all`` of the valid rows in one transaction.
 
+Every load uses the product's PRAGMAs (:data:`PRAGMAS`).
+
 The benchmark prepares ``DB`` (the product's migrations, empty) and ``ROWS``
 before it starts the clock; each command prints one JSON line of counts.
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from worker.processing import INSERT_COLUMNS
+from worker.processing import BULK_CACHE_KIB, INSERT_COLUMNS
 
 LINK_BASE = "https://pay.example.com/pay/"
 FIRST_NUMBER = 100_000_000_001
@@ -63,10 +65,19 @@ def floor_polars(path: Path) -> dict[str, int]:
     return {"rows": len(errors), "rejected": int((errors["errors"] != "").sum())}
 
 
+#: The product's own settings for a bulk write, so that the floors differ from it in
+#: method only: WAL, synchronous NORMAL, and the same page cache.
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    f"PRAGMA cache_size = -{BULK_CACHE_KIB}",
+)
+
+
 def _connect(db: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
     return conn
 
 
@@ -88,8 +99,8 @@ def floor_adbc(db: Path, rows_path: Path) -> dict[str, int]:
     rows = pl.read_parquet(rows_path)
     # Autocommit, so that the PRAGMAs apply; the load is then one explicit transaction.
     with adbc.connect(str(db), autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
+        for pragma in PRAGMAS:
+            cur.execute(pragma)
         cur.execute("BEGIN IMMEDIATE")
         cur.adbc_ingest("invoices", rows.to_arrow(), mode="append")
         cur.execute("COMMIT")
