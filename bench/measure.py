@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -40,7 +40,8 @@ class Run:
     stderr: str = ""
     #: Seconds from start at which ``mark`` first held, when one was given.
     marked_at: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    #: Whether it was asked to stop (timeout or linger) rather than ending by itself.
+    stopped: bool = False
 
     @property
     def peak_mib(self) -> float:
@@ -118,14 +119,20 @@ def run(
     cwd: Path | None = None,
     timeout: float = 3600,
     mark: Callable[[], bool] | None = None,
+    linger: float | None = None,
 ) -> Run:
-    """Run ``cmd`` to its end; ``mark`` is polled to time an event inside the run."""
+    """Run ``cmd`` to its end; ``mark`` is polled to time an event inside the run.
+
+    With ``linger``, the process is asked to stop (SIGTERM) that many seconds after
+    ``mark`` held, if it has not ended by itself; ``Run.stopped`` then says so.
+    """
     out_path = Path(cwd or ".") / f".bench-{os.getpid()}-{time.monotonic_ns()}"
     with open(f"{out_path}.out", "w+") as out, open(f"{out_path}.err", "w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
         marked_at = None
         status = None
+        stopped = False
         with TreeSampler(proc.pid) as sampler:
             while status is None:
                 pid, status_code, _ = os.wait4(proc.pid, os.WNOHANG)
@@ -134,9 +141,11 @@ def run(
                     break
                 if marked_at is None and mark is not None and mark():
                     marked_at = time.perf_counter() - start
-                if time.perf_counter() - start > timeout:
+                now = time.perf_counter() - start
+                lingered = linger is not None and marked_at is not None and now > marked_at + linger
+                if now > timeout or (lingered and not stopped):
                     proc.send_signal(signal.SIGTERM)
-                    timeout = float("inf")
+                    timeout, stopped = float("inf"), True
                 time.sleep(0.005 if mark is not None and marked_at is None else 0.02)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -154,4 +163,5 @@ def run(
         stdout=stdout,
         stderr=stderr,
         marked_at=marked_at,
+        stopped=stopped,
     )
