@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,10 +154,6 @@ def plain(scratch: Path, source: Path) -> measure.Run:
     return run
 
 
-def _counts(run: measure.Run) -> dict[str, int]:
-    return json.loads(run.stdout.strip().splitlines()[-1])
-
-
 def run_all(
     data: Path,
     scratch: Path,
@@ -169,7 +163,6 @@ def run_all(
     plain_rows: int = 100_000,
     drops: int = 50,
     burst_files: int = 1000,
-    load: Callable[[], str] = lambda: "",
 ) -> Results:
     res = Results()
     top = max(sizes)
@@ -322,5 +315,4 @@ def run_all(
                 once.run.peak_rss <= GIB,
             )
         )
-    res.load = load()
     return res
