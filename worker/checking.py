@@ -76,7 +76,7 @@ def check(settings: Settings, path: Path, work: Path) -> Report:
         return batch_check.payments(settings, table, store)
     exists = existing_references(store) if store else None
     ctx = rules_context(settings.currencies, dict(settings.accounts), settings.default_account)
-    validator = InvoiceValidator(ctx, exists)
+    validator = InvoiceValidator(ctx, exists, errors_only=True)
     report = Report(kind=table.kind)
     for chunk in validator.run(table, settings.chunk_rows):
         bad = chunk.filter(~pl.col("valid")).select("line_number", "errors")

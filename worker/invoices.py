@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from worker.pipeline import Runtime
 
 
+#: Created invoices above which the processing report sums chunk files, not the database.
+TOTALS_FROM_CHUNKS_ABOVE = 20_000
+
+
 def rules_context(
     settings_currencies: tuple[str, ...], accounts: dict[str, str], default_account: str | None
 ) -> Context:
@@ -37,7 +41,9 @@ def rules_context(
         frozenset(c.upper() for c in settings_currencies) & known if settings_currencies else known
     )
     return Context(
-        now=datetime.now(UTC),
+        # Whole seconds: files validated within one second share one set of compiled
+        # rule expressions (see validation.expressions); the clock is read per file.
+        now=datetime.now(UTC).replace(microsecond=0),
         currencies=allowed,
         accounts=dict(accounts),
         default_account=default_account,
@@ -113,11 +119,7 @@ class InvoiceFiles:
         return buffer.getvalue()
 
     def processing_report(self, rt: Runtime, file: sqlite3.Row) -> EmailMessage:
-        totals = rt.store.all(
-            "SELECT currency, count(*) AS n, sum(amount) AS total FROM invoices"
-            " WHERE file_id = ? GROUP BY currency",
-            (file["id"],),
-        )
+        totals = self._currency_totals(rt, file)
         late = rt.store.one(
             "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?", (file["id"],)
         )
@@ -131,11 +133,35 @@ class InvoiceFiles:
             {"id": file["id"], "name": file["name"], "kind": self.name},
             created=file["created"] or 0,
             rejected=(file["rejected"] or 0) + late["n"],
-            currency_totals=[(r["currency"], r["n"], r["total"]) for r in totals],
+            currency_totals=totals,
             result_name=f"{file['result_name']}{self.result_suffix}",
             emails=asked["emails"],
             sms=asked["sms"],
         )
+
+    def _currency_totals(self, rt: Runtime, file: sqlite3.Row) -> list[tuple[str, int, int]]:
+        """Invoices created and their sum, per currency. For a large file, summed from the
+        chunk files less the late rejections: asking the database reads every invoice of
+        the file back (0.4 s a million). For a small one the database answers sooner."""
+        chunks = _chunk_files(rt.work(file))
+        if not chunks or (file["created"] or 0) < TOTALS_FROM_CHUNKS_ABOVE:
+            rows = rt.store.all(
+                "SELECT currency, count(*) AS n, sum(amount) AS total FROM invoices"
+                " WHERE file_id = ? GROUP BY currency ORDER BY currency",
+                (file["id"],),
+            )
+            return [(r["currency"], r["n"], r["total"]) for r in rows]
+        late = self._late(rt, file["id"])
+        parts = [
+            pl.read_parquet(path, columns=["valid", "line_number", "currency", "amount"])
+            .filter(pl.col("valid"))
+            .join(late, on="line_number", how="anti")
+            .group_by("currency")
+            .agg(n=pl.len().cast(pl.Int64), total=pl.col("amount").sum())
+            for _, path in chunks
+        ]
+        totals = pl.concat(parts).group_by("currency").agg(pl.col("n", "total").sum())
+        return [(c, int(n), int(t)) for c, n, t in totals.sort("currency").rows()]
 
 
 def _chunk_files(folder: Path) -> list[tuple[int, Path]]:

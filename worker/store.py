@@ -236,12 +236,13 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def filesystem_type(path: Path) -> str | None:
+def filesystem_type(path: Path, mounts_text: str | None = None) -> str | None:
     """The mount type holding ``path`` (from /proc/mounts), or None if unknown."""
     try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
+        text = Path("/proc/mounts").read_text() if mounts_text is None else mounts_text
     except OSError:
         return None
+    mounts = text.splitlines()
     target = os.path.realpath(path)
     best, kind = "", None
     for line in mounts:
@@ -255,8 +256,8 @@ def filesystem_type(path: Path) -> str | None:
     return kind
 
 
-def is_network_filesystem(path: Path) -> bool:
-    kind = filesystem_type(path) or ""
+def is_network_filesystem(path: Path, mounts_text: str | None = None) -> bool:
+    kind = filesystem_type(path, mounts_text) or ""
     return kind in NETWORK_FILESYSTEMS or kind.startswith("fuse")
 
 

@@ -97,36 +97,111 @@ def _normalised(ctx: Context) -> list[pl.Expr]:
     ]
 
 
+class SeenReferences:
+    """The references of a file's earlier chunks, as 128-bit fingerprints (two 64-bit
+    hashes with independent seeds): 16 bytes a reference rather than its text, so a
+    10M-row file needs 160 MB here. Two references share a fingerprint with odds of about
+    n^2 / 2^129 (1e-25 for 10M rows), the footing of the 128-bit payment tokens.
+    polars' hash is stable within a process, and a file's validation runs in one.
+
+    A lookup builds its table from the chunk's fingerprints and streams the earlier
+    ones past it: building it from the earlier ones would cost the file's whole
+    history again at every chunk.
+    """
+
+    SEEDS = (0x243F6A8885A308D3, 0x13198A2E03707344)
+
+    def __init__(self) -> None:
+        self._prints = pl.DataFrame(schema={"a": pl.UInt64, "b": pl.UInt64})
+
+    @classmethod
+    def fingerprints(cls, refs: pl.Series) -> pl.DataFrame:
+        first, second = cls.SEEDS
+        return pl.DataFrame({"a": refs.hash(seed=first), "b": refs.hash(seed=second)})
+
+    def met(self, refs: pl.Series) -> pl.Series:
+        """True where a reference was in an earlier chunk (null references never were);
+        then remembers this chunk's references."""
+        mine = self.fingerprints(refs)
+        found = pl.repeat(False, len(refs), eager=True)
+        if not self._prints.is_empty():
+            earlier = self._prints.filter(pl.col("a").is_in(mine["a"].implode()))
+            hit = mine.with_row_index("i").join(earlier.unique(), on=["a", "b"], how="semi")
+            if not hit.is_empty():
+                found = found.scatter(hit["i"], True)
+        present = refs.is_not_null()
+        # No rechunk: appending does not copy what is there.
+        self._prints = pl.concat([self._prints, mine.filter(present).unique()], rechunk=False)
+        return found & present
+
+
+_EXPRESSIONS: dict[tuple[object, ...], tuple[pl.Expr, list[pl.Expr]]] = {}
+_EXPRESSIONS_KEPT = 8
+
+
+def expressions(ctx: Context) -> tuple[pl.Expr, list[pl.Expr]]:
+    """The error and normalisation expressions for ``ctx``, built once per distinct context:
+    building them costs a few milliseconds, as much as validating a small file."""
+    key = (
+        ctx.now,
+        ctx.currencies,
+        tuple(sorted(ctx.accounts.items())),
+        ctx.default_account,
+    )
+    built = _EXPRESSIONS.get(key)
+    if built is None:
+        built = _EXPRESSIONS[key] = (errors_expr(ctx), _normalised(ctx))
+        while len(_EXPRESSIONS) > _EXPRESSIONS_KEPT:
+            _EXPRESSIONS.pop(next(iter(_EXPRESSIONS)), None)
+    return built
+
+
 class InvoiceValidator:
     """Validates one file chunk by chunk, remembering references across chunks."""
 
-    def __init__(self, ctx: Context, exists: ExistsCheck | None = None) -> None:
+    def __init__(
+        self, ctx: Context, exists: ExistsCheck | None = None, *, errors_only: bool = False
+    ) -> None:
         self.ctx = ctx
         self.exists = exists
-        self.seen = pl.Series("merchant_reference", [], pl.String)
+        #: Only ``line_number``, ``merchant_reference``, ``errors`` and ``valid``: what
+        #: ``invoice-worker validate`` reports, without what processing would need.
+        self.errors_only = errors_only
+        self.seen = SeenReferences()
         self.summary = Summary()
-        self._errors = errors_expr(ctx)
-        self._normal = _normalised(ctx)
+        self._errors, self._normal = expressions(ctx)
 
     def chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
         frame = _prepare(raw)
         refs = frame["merchant_reference"]
-        seen_in_file = ~refs.is_first_distinct() | refs.is_in(self.seen.implode())
+        seen_in_file = ~refs.is_first_distinct() | self.seen.met(refs)
         exists = self.exists(refs) if self.exists else pl.repeat(False, len(refs), eager=True)
-        frame = frame.with_columns(
+        valid = pl.col("errors") == ""
+        # One lazy query, not eager steps: the optimiser then evaluates each shared
+        # subexpression once (the expiry date is parsed by two rules and normalised,
+        # the notification list is split by three), about 40% of validation time.
+        query = frame.lazy().with_columns(
             _seen_in_file=seen_in_file.fill_null(False),
             _exists=exists,
             _email_ok=values.email_ok(frame["customer_email"]),
         )
-        self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
-        checked = frame.select("line_number", self._errors.alias("errors"), *self._normal)
-        valid = checked["errors"] == ""
-        base = self.summary.valid
-        checked = checked.with_columns(
-            valid=valid,
-            ordinal=pl.when(valid).then(valid.cast(pl.Int64).cum_sum() - 1 + base),
-            token=pl.when(valid).then(tokens(len(checked))),
-        ).select(CHUNK_COLUMNS)
+        if self.errors_only:
+            query = query.select(
+                "line_number", "merchant_reference", self._errors.alias("errors")
+            ).with_columns(valid=valid)
+        else:
+            query = (
+                query.select("line_number", self._errors.alias("errors"), *self._normal)
+                .with_columns(
+                    valid=valid,
+                    ordinal=pl.when(valid).then(
+                        valid.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
+                    ),
+                    token=pl.when(valid).then(pl.lit(tokens(len(frame)))),
+                )
+                .select(CHUNK_COLUMNS)
+            )
+        checked = query.collect()
         self._count(checked)
         return checked
 

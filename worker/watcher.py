@@ -27,6 +27,19 @@ from worker.settings import Settings
 from worker.store import Store, is_network_filesystem
 
 TICK = 0.05
+#: watchdog's inotify emitter holds every event queued behind an unpaired "moved from"
+#: for this long, waiting for its "moved to" (``InotifyMoveEventGrouper.delay``). Each
+#: claim is such a move out of the watched folder, so for this long after a claim the
+#: inbox is also listed on every tick: a file dropped meanwhile is not seen 0.5 s late.
+EVENT_HOLD_SECONDS = 0.5
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return -1, -1
+    return info.st_size, info.st_mtime_ns
 
 
 class _Events(FileSystemEventHandler):
@@ -67,6 +80,7 @@ class Watcher:
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
         self._last_scan = 0.0
+        self._list_until = 0.0
 
     # -- what is waiting -----------------------------------------------------
 
@@ -83,7 +97,13 @@ class Watcher:
             name = Path(path).name
         if files.is_candidate_name(name, self.settings.done_marker):
             with self._lock:
-                self._seen.setdefault(path, (-1, -1, time.monotonic()))
+                if path in self._seen:
+                    return
+            # Its size and time now start the settle clock: a file renamed in whole is
+            # claimed one settle time after the event, not a tick later.
+            size, mtime = _size_and_mtime(path)
+            with self._lock:
+                self._seen.setdefault(path, (size, mtime, time.monotonic()))
 
     def scan(self) -> None:
         """Every candidate name in the inbox, as if an event had named it."""
@@ -138,6 +158,7 @@ class Watcher:
             if file_id is not None:
                 claimed.append(file_id)
         if claimed:
+            self._list_until = time.monotonic() + EVENT_HOLD_SECONDS
             self.enqueue(claimed)
         return claimed
 
@@ -183,6 +204,8 @@ class Watcher:
 
     def step(self) -> bool:
         """One tick; True when it also reconciled."""
+        if time.monotonic() < self._list_until:
+            self.scan()
         self.tick()
         if time.monotonic() - self._last_scan >= self.settings.scan_seconds:
             self.reconcile()

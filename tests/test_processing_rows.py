@@ -1,0 +1,83 @@
+"""What processing writes is what ``invoice_rows`` says an invoice row is, column by column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from helpers import invoice_csv, invoice_row
+
+from worker.invoices import rules_context
+from worker.processing import INSERT_COLUMNS, invoice_rows, process_chunk
+from worker.readers import open_table
+from worker.store import Store
+from worker.validation import chunk_path, read_chunks, validate_to
+
+LINK = "https://pay.example.com/it's/"
+
+
+def test_the_rows_written_match_the_invoice_shape(store: Store, tmp_path: Path) -> None:
+    # Given a validated file with every kind of notification and optional blanks
+    rows = [
+        invoice_row(1, notification_type="EMAIL"),
+        invoice_row(2, notification_type="sms, email", customer_phone="+250788000000"),
+        invoice_row(3, notification_type="NONE,SMS", customer_name=""),
+        invoice_row(4, amount="bad"),
+        invoice_row(5, notification_type="SMS", customer_phone="0788", return_url="http://x.y"),
+    ]
+    source = tmp_path / "in.csv"
+    source.write_text(invoice_csv(rows))
+    folder = tmp_path / "work"
+    ctx = rules_context((), {}, None)
+    validate_to(open_table(source, folder), ctx, folder, chunk_rows=3, exists=None)
+    # When its chunks are processed
+    for index, _ in read_chunks(folder):
+        assert process_chunk(store, 7, index, chunk_path(folder, index), 500, LINK) is not None
+    # Then the table holds exactly the rows invoice_rows describes
+    expected = pl.concat([invoice_rows(c, 7, 500, LINK) for _, c in read_chunks(folder)])
+    got = store.all(f"SELECT {', '.join(INSERT_COLUMNS)} FROM invoices ORDER BY invoice_number")
+    assert len(got) == 4
+    for row, want in zip(got, expected.iter_rows(named=True), strict=True):
+        for column in INSERT_COLUMNS:
+            if column not in ("created_at", "updated_at"):
+                assert row[column] == want[column], column
+
+
+def test_seen_references_find_exactly_the_earlier_ones() -> None:
+    from worker.validation import SeenReferences
+
+    # Given the references of two earlier chunks
+    seen = SeenReferences()
+    assert not seen.met(pl.Series([f"REF-{n}" for n in range(0, 5000)])).any()
+    assert not seen.met(pl.Series([f"REF-{n}" for n in range(5000, 10000)] + [None])).any()
+    # When a later chunk repeats some of them, and has new ones and a blank
+    later = pl.Series(["REF-1", "REF-9999", "REF-10000", None, "ref-1", "REF-5000"])
+    # Then exactly the repeated ones are found
+    assert seen.met(later).to_list() == [True, True, False, False, False, True]
+
+
+def test_currency_totals_from_chunks_equal_the_database(
+    pipeline, settings, store, monkeypatch
+) -> None:
+    from worker import invoices
+    from worker.kinds import REGISTRY
+
+    # Given a processed file whose work folder is kept, with rows in three currencies
+    monkeypatch.setattr("worker.pipeline._cleanup", lambda rt, file: None)
+    rows = [
+        invoice_row(1, currency="USD", amount="100"),
+        invoice_row(2, currency="USD", amount="200"),
+        invoice_row(3, currency="RWF", amount="300"),
+        invoice_row(4, currency="RWF", amount="0"),
+    ]
+    pipeline.drop("totals.csv", invoice_csv(rows))
+    [file] = pipeline.wait_final()
+    kind = REGISTRY["invoices"]
+    row = store.file(file["id"])
+    # When the totals are summed from the chunk files, and asked of the database
+    monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 0)
+    from_chunks = kind._currency_totals(pipeline.runtime, row)
+    monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 10**9)
+    from_database = kind._currency_totals(pipeline.runtime, row)
+    # Then they agree
+    assert from_chunks == from_database == [("RWF", 1, 300), ("USD", 2, 300)]
