@@ -40,7 +40,7 @@ def test_any_bytes_dropped_end_final_with_a_result(pipeline, settings, store, da
 
 
 safe_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
+    alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
 ).map(str.strip)
 rows_strategy = st.lists(
     st.fixed_dictionaries(
@@ -50,7 +50,7 @@ rows_strategy = st.lists(
             "language": st.sampled_from(["en", "AR", "fr", "rw"]),
             "customer_name": safe_text,
             "order_description": st.text(
-                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"),
+                alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00\r"),
                 max_size=150,
             ).map(str.strip),
         }
