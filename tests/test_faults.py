@@ -226,3 +226,36 @@ def test_many_files_dropped_at_once_are_all_answered(pipeline, settings):
     assert {f["state"] for f in files} == {"processed"}
     assert len(list(settings.outbox.glob("*.results.csv"))) == 300
     time.sleep(0.1)
+
+
+def test_a_rejection_cut_short_by_a_crash_is_finished_with_its_own_code(settings, store):
+    # Given a duplicate whose rejection recorded its code and moved the original,
+    # then crashed before the rejection was committed as final
+    from worker import files
+
+    rt = Runtime(settings=settings, store=store)
+    content = invoice_csv([invoice_row(1)])
+    (settings.inbox / "a.csv").write_text(content)
+    assert pipeline.advance(rt, files.claim(settings, store, settings.inbox / "a.csv")) == (
+        "processed"
+    )
+    (settings.inbox / "b.csv").write_text(content)
+    file_id = files.claim(settings, store, settings.inbox / "b.csv")
+    claimed = Path(store.file(file_id)["claimed_path"])
+    with store.write() as conn:
+        store.update_file(
+            conn,
+            file_id,
+            error_code="DUPLICATE_FILE",
+            error_message="same content as file 1 (a.csv)",
+            final_path=str(settings.rejected / "b.csv"),
+        )
+    claimed.rename(settings.rejected / "b.csv")
+    # When the job runs again after the restart
+    assert pipeline.advance(rt, file_id) == "rejected"
+    # Then the file is rejected as what it was, not as a file that disappeared
+    file = store.file(file_id)
+    assert (file["state"], file["error_code"]) == ("rejected", "DUPLICATE_FILE")
+    error = json.loads((settings.outbox / f"{file['result_name']}.error.json").read_text())
+    assert error["code"] == "DUPLICATE_FILE"
+    assert (settings.rejected / "b.csv").read_text() == content

@@ -325,6 +325,15 @@ def advance(rt: Runtime, file_id: int) -> str:
             conn.execute("UPDATE files SET attempts = attempts + 1 WHERE id = ?", (file_id,))
         while True:
             file = rt.store.file(file_id)
+            if file["error_code"] and file["state"] not in FINAL_STATES:
+                # A rejection was decided (reject() records it first) and cut short by a
+                # crash: finish it with its own code; the original may already be moved.
+                reject(
+                    rt,
+                    file_id,
+                    FileRejected(file["error_code"], file["error_message"], file["error_line"]),
+                )
+                return "rejected"
             stage = STAGES.get(file["state"])
             if stage is None:
                 return str(file["state"])
