@@ -7,6 +7,7 @@ import hmac
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -58,8 +59,11 @@ def _free_port() -> int:
 def _wait(predicate, timeout: float = 60, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except sqlite3.OperationalError:
+            pass  # the database exists before its migrations have run: not yet
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
