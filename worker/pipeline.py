@@ -28,7 +28,6 @@ from notifications import outbox, reports
 from notifications.reports import Envelope
 from worker import files, kinds, log, readers
 from worker.errors import FileRejected, LeaseHeld, StateError
-from worker.kinds import Summary
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
 from worker.store import FINAL_STATES, Store
@@ -279,7 +278,6 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
         errors_csv = kind.errors_csv(rt, file)
     target = _move_original(rt, rt.store.file(file_id), rt.settings.rejected)
     file = rt.store.file(file_id)
-    summary = Summary(rows=file["rows"] or 0, rejected=file["rejected"] or 0)
     with rt.store.write() as conn:
         rt.store.transition(conn, file_id, "rejected", final_path=str(target))
         msg = reports.rejection(
@@ -289,7 +287,7 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
             message=why.message,
             line=why.line,
             result_name=error_name,
-            rejected=summary.rejected,
+            rejected=file["rejected"] or 0,
             errors_csv=errors_csv,
         )
         outbox.record(conn, f"file:{file_id}:rejected", "rejected", file_id, msg)

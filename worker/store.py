@@ -309,11 +309,6 @@ class Store:
             self._local.conn = conn
         return conn
 
-    @property
-    def db(self) -> sqlite_utils.Database:
-        """A sqlite-utils view of this thread's connection, for schema-aware queries."""
-        return sqlite_utils.Database(self.conn, execute_plugins=False, recursive_triggers=False)
-
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
