@@ -65,13 +65,14 @@ class TreeSampler:
 
     ``Popen`` returns once the root has exec'd, so its high-water mark is its own.
     A child it forks shares its pages until that child execs; a child is counted
-    only once it runs another program (the embedded redis-server).
+    once it runs another command line (the embedded redis-server, the worker
+    processes that ``multiprocessing`` spawns).
     """
 
     def __init__(self, pid: int) -> None:
         self._peaks: dict[tuple[int, float], int] = {}
         self._root = psutil.Process(pid)
-        self._root_exe = self._root.exe()
+        self._root_cmdline = self._root.cmdline()
         self._procs: list[psutil.Process] = [self._root]
         self._listed = 0.0
         self._stop = threading.Event()
@@ -99,7 +100,7 @@ class TreeSampler:
             self._procs = [self._root, *children]
         for proc in self._procs:
             try:
-                if proc is not self._root and proc.exe() == self._root_exe:
+                if proc is not self._root and proc.cmdline() == self._root_cmdline:
                     continue
                 key = (proc.pid, proc.create_time())
                 self._peaks[key] = max(self._peaks.get(key, 0), high_water(proc))

@@ -160,7 +160,7 @@ def run_all(
     *,
     sizes: tuple[int, ...] = SIZES,
     big: int | None = BIG,
-    plain_rows: int = 100_000,
+    plain_rows: int = 1_000_000,
     drops: int = 50,
     burst_files: int = 1000,
 ) -> Results:

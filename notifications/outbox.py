@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any, Protocol
 
@@ -74,10 +73,8 @@ def deliver_due(store: StoreLike, transport: Transport, limit: int = 20) -> dict
     counts = {"sent": 0, "failed": 0, "deferred": 0}
     rows = _claim(store, limit)
     for index, row in enumerate(rows):
-        msg = message_from_bytes(row["message"], policy=policy.default)
-        assert isinstance(msg, EmailMessage)
         try:
-            transport.send(f"{row['id']:08d}-{row['key'].replace(':', '-')}", msg)
+            transport.send(f"{row['id']:08d}-{row['key'].replace(':', '-')}", row["message"])
         except PermanentDeliveryError as exc:
             _finish(store, row["id"], "failed", str(exc), 0)
             counts["failed"] += 1

@@ -11,6 +11,7 @@ import os
 import smtplib
 import ssl
 import time
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -26,10 +27,14 @@ IDLE_CHECK_SECONDS = 5.0
 SERVICE_CLOSING = 421
 
 
+#: A message, or its bytes as the outbox recorded them (sent as they are).
+Mail = EmailMessage | bytes
+
+
 class Transport(Protocol):
     """Sends one message, named by a stable key so a repeat replaces rather than adds."""
 
-    def send(self, key: str, msg: EmailMessage) -> None: ...
+    def send(self, key: str, msg: Mail) -> None: ...
 
     def close(self) -> None: ...
 
@@ -40,14 +45,17 @@ class EmlFolder:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def send(self, key: str, msg: EmailMessage) -> None:
+    def send(self, key: str, msg: Mail) -> None:
+        # Recorded bytes go out as they are: parsing and regenerating them cost more
+        # than rendering the email did.
+        data = msg if isinstance(msg, bytes) else msg.as_bytes()
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"{key}.eml"
         tmp = self.folder / f".{key}.eml.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as fh:
-                fh.write(msg.as_bytes())
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(target)
@@ -108,7 +116,10 @@ class Smtp:
         self.connections += 1
         return conn
 
-    def send(self, key: str, msg: EmailMessage) -> None:
+    def send(self, key: str, msg: Mail) -> None:
+        if isinstance(msg, bytes):
+            # send_message takes the envelope from the headers, as for a built message.
+            msg = message_from_bytes(msg, policy=policy.default)
         try:
             refused = self._connect().send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:

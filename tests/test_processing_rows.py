@@ -81,3 +81,23 @@ def test_currency_totals_from_chunks_equal_the_database(
     from_database = kind._currency_totals(pipeline.runtime, row)
     # Then they agree
     assert from_chunks == from_database == [("RWF", 1, 300), ("USD", 2, 300)]
+
+
+def test_a_chunk_written_again_is_read_anew_not_from_memory(tmp_path: Path) -> None:
+    from worker.validation import RecentChunks
+
+    recent = RecentChunks()
+    path = tmp_path / "chunk-00000.parquet"
+    # Given a chunk kept in memory as it was written
+    first = pl.DataFrame({"line_number": [2], "valid": [True]})
+    first.write_parquet(path)
+    recent.put(path, first)
+    assert recent.read(path).equals(first)
+    # When a re-run writes the chunk again, under the same name
+    second = pl.DataFrame({"line_number": [2], "valid": [False]})
+    tmp = tmp_path / ".chunk.tmp"
+    second.write_parquet(tmp)
+    tmp.replace(path)
+    # Then what is read is the new chunk
+    assert recent.read(path)["valid"].to_list() == [False]
+    assert recent.read(path, ["valid"]).columns == ["valid"]

@@ -7,6 +7,8 @@ process then calls :func:`bind` with the runtime its jobs use.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import dramatiq
 
@@ -19,37 +21,65 @@ _runtime: pipeline.Runtime | None = None
 HOUR_MS = 3_600_000
 
 
+#: At most one kick per actor per this many seconds from a process: a burst of small
+#: files would otherwise send a message per file to an actor whose one run sends them all.
+KICK_WINDOW = 0.25
+
+
+class Kick:
+    """Asks ``actor`` (no arguments) to run soon, coalescing calls from this process.
+
+    A call made while a kick is waiting to be sent is dropped: that kick is sent, and
+    its run starts, after this call, so the run sees what the caller recorded. Otherwise
+    a kick is sent now, or at the end of the window when the last one went within it
+    (from a timer here, not a delayed message: those sit in a worker's memory, and a
+    worker stopping as Redis does cannot hand them back cleanly). Best effort: what it
+    is about is already recorded, and the reconciler kicks again later.
+    """
+
+    def __init__(self, actor: dramatiq.Actor[[], None], window: float = KICK_WINDOW) -> None:
+        self.actor = actor
+        self.window = window
+        self._lock = threading.Lock()
+        self._sent_at = float("-inf")
+        self._waiting = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._waiting:
+                return
+            delay = self._sent_at + self.window - time.monotonic()
+            if delay > 0:
+                self._waiting = True
+                timer = threading.Timer(delay, self._send)
+                timer.daemon = True
+                timer.start()
+                return
+            self._sent_at = time.monotonic()
+        self._send_now()
+
+    def _send(self) -> None:
+        with self._lock:
+            self._waiting = False
+            self._sent_at = time.monotonic()
+        self._send_now()
+
+    def _send_now(self) -> None:
+        try:
+            self.actor.send()
+        except Exception as exc:
+            log.event(
+                "actor.kick_failed", logging.WARNING, actor=self.actor.actor_name, error=str(exc)
+            )
+
+
 def bind(runtime: pipeline.Runtime) -> None:
     global _runtime
     _runtime = runtime
-    runtime.kick_mail = _kick_mail
+    runtime.kick_mail = Kick(deliver_mail)
     if runtime.settings.merchant_webhook_url:
-        runtime.kick_webhooks = _kick_webhooks
-    runtime.kick_invoice_mail = _kick_invoice_mail
-
-
-def _kick_mail() -> None:
-    # Best effort: the email is already recorded; the reconciler kicks again later.
-    try:
-        deliver_mail.send()
-    except Exception as exc:
-        log.event("mail.kick_failed", logging.WARNING, error=str(exc))
-
-
-def _kick_webhooks() -> None:
-    # Best effort, like mail: the webhook is recorded with its payment.
-    try:
-        deliver_webhooks.send()
-    except Exception as exc:
-        log.event("webhook.kick_failed", logging.WARNING, error=str(exc))
-
-
-def _kick_invoice_mail() -> None:
-    # Best effort too: the invoices' email_state is the record; the reconciler kicks again.
-    try:
-        deliver_invoice_mail.send()
-    except Exception as exc:
-        log.event("mail.kick_failed", logging.WARNING, error=str(exc))
+        runtime.kick_webhooks = Kick(deliver_webhooks)
+    runtime.kick_invoice_mail = Kick(deliver_invoice_mail)
 
 
 def runtime() -> pipeline.Runtime:

@@ -15,7 +15,7 @@ import io
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -131,7 +131,7 @@ class BatchFiles:
             )
         return out.getvalue().encode()
 
-    def processing_report(self, rt: Runtime, file: sqlite3.Row) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: Mapping[str, Any]) -> EmailMessage:
         entries = self.entries(rt, file["id"])
         created = [e for e in entries if e["status"] == "CREATED"]
         rejected = [e for e in entries if e["status"] == "REJECTED"]

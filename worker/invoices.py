@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -118,7 +118,7 @@ class InvoiceFiles:
         frame.write_csv(buffer, line_terminator="\r\n")
         return buffer.getvalue()
 
-    def processing_report(self, rt: Runtime, file: sqlite3.Row) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: Mapping[str, Any]) -> EmailMessage:
         totals = self._currency_totals(rt, file)
         late = rt.store.one(
             "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?", (file["id"],)
@@ -139,7 +139,7 @@ class InvoiceFiles:
             sms=asked["sms"],
         )
 
-    def _currency_totals(self, rt: Runtime, file: sqlite3.Row) -> list[tuple[str, int, int]]:
+    def _currency_totals(self, rt: Runtime, file: Mapping[str, Any]) -> list[tuple[str, int, int]]:
         """Invoices created and their sum, per currency. For a large file, summed from the
         chunk files less the late rejections: asking the database reads every invoice of
         the file back (0.4 s a million). For a small one the database answers sooner."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from worker.pipeline import Runtime
@@ -62,7 +62,7 @@ class FileKind(Protocol):
     def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:
         """Every rejected row as CSV, for the attachment; None when none."""
 
-    def processing_report(self, rt: Runtime, file: sqlite3.Row) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: Mapping[str, Any]) -> EmailMessage:
         """The administrators' email once the file is processed."""
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -123,7 +123,7 @@ class PaymentFiles:
         ).write_csv(buffer, line_terminator="\r\n")
         return buffer.getvalue()
 
-    def processing_report(self, rt: Runtime, file: sqlite3.Row) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: Mapping[str, Any]) -> EmailMessage:
         file_id = file["id"]
         totals = rt.store.all(
             "SELECT currency, count(*) AS n, sum(amount) AS total FROM payments"

@@ -155,26 +155,29 @@ def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None
             f"{rt.settings.max_error_rate:.1%}); no invoice was created",
         )
     approval = rt.settings.require_approval
+    msg = None
+    if kind.reports_validation:
+        # Rendered before the transaction: the write lock is held by one writer at a time.
+        next_step = (
+            f"waiting for approval: invoice-worker approve {file['id']}"
+            if approval
+            else "processing the valid rows now"
+        )
+        msg = reports.validation(
+            rt.envelope,
+            _file_doc(file),
+            rows=summary.rows,
+            valid=summary.valid,
+            rejected=summary.rejected,
+            first_errors=summary.first_errors,
+            unknown_columns=summary.unknown_columns,
+            next_step=next_step,
+            errors_csv=kind.errors_csv(rt, file),
+        )
     with rt.store.write() as conn:
         base = kind.reserve(rt, conn, summary)
         rt.store.transition(conn, file["id"], "validated", number_base=base, **counts)
-        if kind.reports_validation:
-            next_step = (
-                f"waiting for approval: invoice-worker approve {file['id']}"
-                if approval
-                else "processing the valid rows now"
-            )
-            msg = reports.validation(
-                rt.envelope,
-                _file_doc(file),
-                rows=summary.rows,
-                valid=summary.valid,
-                rejected=summary.rejected,
-                first_errors=summary.first_errors,
-                unknown_columns=summary.unknown_columns,
-                next_step=next_step,
-                errors_csv=kind.errors_csv(rt, file),
-            )
+        if msg is not None:
             outbox.record(conn, f"file:{file['id']}:validated", "validated", file["id"], msg)
     _logged(rt, file["id"], "validated", counts)
     rt.kick_mail()
@@ -198,17 +201,11 @@ def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     created = rt.store.one(
         "SELECT coalesce(sum(created), 0) AS n FROM chunks WHERE file_id = ?", (file["id"],)
     )
+    done = {"created": created["n"], "final_path": str(target)}
+    report = kind.processing_report(rt, {**dict(rt.store.file(file["id"])), **done})
     with rt.store.write() as conn:
-        rt.store.transition(
-            conn, file["id"], "processed", created=created["n"], final_path=str(target)
-        )
-        outbox.record(
-            conn,
-            f"file:{file['id']}:processed",
-            "processed",
-            file["id"],
-            kind.processing_report(rt, rt.store.file(file["id"])),
-        )
+        rt.store.transition(conn, file["id"], "processed", **done)
+        outbox.record(conn, f"file:{file['id']}:processed", "processed", file["id"], report)
     _logged(rt, file["id"], "processed", {"created": created["n"], "result_name": name})
     _cleanup(rt, file)
     rt.kick_mail()
@@ -232,10 +229,11 @@ def _result_stem(rt: Runtime, file: sqlite3.Row) -> str:
     if file["result_name"]:
         return str(file["result_name"])
     with rt.store.write() as conn:
-        taken = [
-            r[0]
-            for r in conn.execute("SELECT result_name FROM files WHERE result_name IS NOT NULL")
-        ]
+
+        def taken(stem: str) -> bool:
+            sql = "SELECT 1 FROM files WHERE result_name = ? LIMIT 1"
+            return conn.execute(sql, (stem,)).fetchone() is not None
+
         stem = result_stem(rt.settings.outbox, file["name"], file["id"], taken)
         rt.store.update_file(conn, file["id"], result_name=stem)
     return stem
@@ -278,18 +276,18 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
         errors_csv = kind.errors_csv(rt, file)
     target = _move_original(rt, rt.store.file(file_id), rt.settings.rejected)
     file = rt.store.file(file_id)
+    msg = reports.rejection(
+        rt.envelope,
+        _file_doc(file),
+        code=why.code,
+        message=why.message,
+        line=why.line,
+        result_name=error_name,
+        rejected=file["rejected"] or 0,
+        errors_csv=errors_csv,
+    )
     with rt.store.write() as conn:
         rt.store.transition(conn, file_id, "rejected", final_path=str(target))
-        msg = reports.rejection(
-            rt.envelope,
-            _file_doc(file),
-            code=why.code,
-            message=why.message,
-            line=why.line,
-            result_name=error_name,
-            rejected=file["rejected"] or 0,
-            errors_csv=errors_csv,
-        )
         outbox.record(conn, f"file:{file_id}:rejected", "rejected", file_id, msg)
     _logged(rt, file_id, "rejected", {"error_code": why.code, "result_name": error_name})
     _cleanup(rt, file)
@@ -306,21 +304,26 @@ def advance(rt: Runtime, file_id: int) -> str:
     file = rt.store.file(file_id)
     if file["state"] in FINAL_STATES or file["state"] == "awaiting_approval":
         return str(file["state"])
-    if not rt.store.take_lease(file_id, owner, seconds):
+    if not rt.store.take_lease(file_id, owner, seconds, attempt=True):
         if not owner_is_dead(file["lease_owner"]):
             raise LeaseHeld(f"file {file_id} is leased to {file['lease_owner']}")
         with rt.store.write() as conn:
             rt.store.update_file(conn, file_id, lease_owner=None, lease_until=None)
-        if not rt.store.take_lease(file_id, owner, seconds):
+        if not rt.store.take_lease(file_id, owner, seconds, attempt=True):
             raise LeaseHeld(f"file {file_id} was taken over by another run")
+    renewed = time.monotonic()
 
     def renew() -> None:
+        nonlocal renewed
+        # A lease renewed within the last quarter of its length has most of it left:
+        # renewing after every small step would be a write for nothing.
+        if time.monotonic() - renewed < seconds / 4:
+            return
         if not rt.store.take_lease(file_id, owner, seconds):
             raise LeaseHeld(f"file {file_id}: lease lost")
+        renewed = time.monotonic()
 
     try:
-        with rt.store.write() as conn:
-            conn.execute("UPDATE files SET attempts = attempts + 1 WHERE id = ?", (file_id,))
         while True:
             file = rt.store.file(file_id)
             if file["error_code"] and file["state"] not in FINAL_STATES:

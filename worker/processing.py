@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from worker import validation
 from worker.store import Store, now_iso
 from worker.validation import ExistsCheck
 
@@ -131,7 +132,16 @@ def invoice_rows(
     )
 
 
+#: Up to this many references are looked up with ``IN (...)``; more go through a temp
+#: table (SQLite caps the parameters of one statement, and the join is faster then).
+IN_LIST_MAX = 500
+
+
 def _taken(conn: sqlite3.Connection, refs: list[str]) -> set[str]:
+    if len(refs) <= IN_LIST_MAX:
+        marks = ",".join("?" * len(refs))
+        sql = f"SELECT merchant_reference FROM invoices WHERE merchant_reference IN ({marks})"
+        return {r[0] for r in conn.execute(sql, refs)} if refs else set()
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS refs (ref TEXT PRIMARY KEY)")
     conn.execute("DELETE FROM refs")
     conn.executemany("INSERT OR IGNORE INTO refs VALUES (?)", ((r,) for r in refs))
@@ -152,7 +162,7 @@ def process_chunk(
     """Create a chunk's invoices; None when it was already done. Returns the count created."""
     if store.one("SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?", (file_id, index)):
         return None
-    chunk = pl.read_parquet(path, columns=["valid", "ordinal", *BOUND_COLUMNS[1:]])
+    chunk = validation.recent.read(path, ["valid", "ordinal", *BOUND_COLUMNS[1:]])
     rows = chunk.filter(pl.col("valid")).select(
         (pl.col("ordinal") + number_base).alias("invoice_number"), *BOUND_COLUMNS[1:]
     )

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,13 +55,12 @@ def safe_stem(name: str, reserve: int = 0) -> str:
 RESULT_SUFFIXES = (".results.csv", ".results.json", ".error.json")
 
 
-def result_stem(folder: Path, name: str, file_id: int, taken: Iterable[str]) -> str:
+def result_stem(folder: Path, name: str, file_id: int, taken: Callable[[str], bool]) -> str:
     """The stem every result of a file shares: ``<name>``, or ``<name>.<id>`` when an
     earlier file's result already has it. Chosen once per file and recorded."""
     reserve = len(f".{file_id}") + max(len(s) for s in RESULT_SUFFIXES)
     stem = safe_stem(name, reserve)
-    taken = set(taken)
-    if stem not in taken and not any((folder / (stem + s)).exists() for s in RESULT_SUFFIXES):
+    if not taken(stem) and not any((folder / (stem + s)).exists() for s in RESULT_SUFFIXES):
         return stem
     return f"{stem}.{file_id}"
 

@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import dramatiq
 
 from notifications import outbox, webhook
 from worker import broker as broker_module
-from worker import invoice_mail, log, redis_server
+from worker import invoice_mail, log, processes, redis_server
 from worker.pipeline import Runtime
 from worker.settings import Settings
 from worker.store import RUNNABLE_STATES, Store
@@ -126,15 +127,20 @@ def run(
     watch: bool = True,
     work: bool = True,
     mail_timeout: float = 60.0,
+    children: bool = True,
 ) -> int:
-    """The foreground process. ``once``: drain the inbox, then exit 0."""
+    """The foreground process. ``once``: drain the inbox, then exit 0. ``children``:
+    start the other ``worker_processes`` too (they pass False)."""
     with parts(settings) as p, Stopper() as stopper:
         worker = None
+        extra: list[BaseProcess] = []
         if work:
             worker = broker_module.worker(p.broker, settings.worker_threads)
             worker.start()
         watcher = Watcher(settings, p.store, enqueuer(p.store)) if watch else None
         try:
+            if work and children:
+                extra = processes.start(settings)
             if watcher:
                 watcher.start()
             kick_mail_if_due(p.store)
@@ -172,6 +178,7 @@ def run(
         finally:
             if watcher:
                 watcher.stop()
+            processes.stop(extra, STOP_TIMEOUT_MS / 1000)
             if worker:
                 worker.stop(timeout=STOP_TIMEOUT_MS)
             log.event("worker.stopped")

@@ -52,6 +52,9 @@ class Settings:
     #: Seconds a job holds a file before another run may take it over.
     lease_seconds: float = 60.0
     worker_threads: int = 4
+    #: Processes that run jobs, each with ``worker_threads`` threads; 0 means one a core
+    #: (up to 4). A job holds its interpreter's lock, so it is processes that use cores.
+    worker_processes: int = 0
     #: Customer emails per second (0 = unpaced), over one reused connection.
     mail_rate: float = 50.0
     #: A customer email a server keeps deferring (4xx) is failed and reported after
@@ -205,6 +208,8 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("settle_seconds: expected a number of seconds >= 0")
     if settings.mail_rate < 0 or settings.mail_retry_hours < 0:
         raise ConfigError("mail_rate and mail_retry_hours: expected numbers >= 0")
+    if settings.worker_processes < 0 or settings.worker_threads < 1:
+        raise ConfigError("worker_processes: expected >= 0; worker_threads: expected >= 1")
     if settings.chunk_rows < 1:
         raise ConfigError("chunk_rows: expected a positive number of rows")
     if settings.accounts and settings.default_account not in (None, *settings.accounts):

@@ -10,6 +10,8 @@ file read these chunks, so a restart never re-draws a token or a number.
 from __future__ import annotations
 
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,6 +115,9 @@ class SeenReferences:
 
     def __init__(self) -> None:
         self._prints = pl.DataFrame(schema={"a": pl.UInt64, "b": pl.UInt64})
+        #: The last chunk's references (and their fingerprints, once known): added to
+        #: ``_prints`` only when another chunk comes, so a one-chunk file hashes nothing.
+        self._last: tuple[pl.Series, pl.DataFrame | None] | None = None
 
     @classmethod
     def fingerprints(cls, refs: pl.Series) -> pl.DataFrame:
@@ -122,17 +127,24 @@ class SeenReferences:
     def met(self, refs: pl.Series) -> pl.Series:
         """True where a reference was in an earlier chunk (null references never were);
         then remembers this chunk's references."""
+        if self._last is not None:
+            last, prints = self._last
+            prints = self.fingerprints(last) if prints is None else prints
+            # No rechunk: appending does not copy what is there.
+            self._prints = pl.concat(
+                [self._prints, prints.filter(last.is_not_null()).unique()], rechunk=False
+            )
+        if self._prints.is_empty():
+            self._last = (refs, None)
+            return pl.repeat(False, len(refs), eager=True)
         mine = self.fingerprints(refs)
+        self._last = (refs, mine)
         found = pl.repeat(False, len(refs), eager=True)
-        if not self._prints.is_empty():
-            earlier = self._prints.filter(pl.col("a").is_in(mine["a"].implode()))
-            hit = mine.with_row_index("i").join(earlier.unique(), on=["a", "b"], how="semi")
-            if not hit.is_empty():
-                found = found.scatter(hit["i"], True)
-        present = refs.is_not_null()
-        # No rechunk: appending does not copy what is there.
-        self._prints = pl.concat([self._prints, mine.filter(present).unique()], rechunk=False)
-        return found & present
+        earlier = self._prints.filter(pl.col("a").is_in(mine["a"].implode()))
+        hit = mine.with_row_index("i").join(earlier.unique(), on=["a", "b"], how="semi")
+        if not hit.is_empty():
+            found = found.scatter(hit["i"], True)
+        return found & refs.is_not_null()
 
 
 _EXPRESSIONS: dict[tuple[object, ...], tuple[pl.Expr, list[pl.Expr]]] = {}
@@ -231,6 +243,43 @@ def chunk_path(folder: Path, index: int) -> Path:
     return folder / f"chunk-{index:05d}.parquet"
 
 
+class RecentChunks:
+    """The small chunks this process wrote last, kept in memory: a small file's later
+    stages read its chunk three times just after it was written, and reading Parquet
+    costs more than their work. Keyed by the file's inode, mtime and size, so a chunk
+    written again (a re-run) is never mistaken for the one kept."""
+
+    def __init__(self, max_rows: int = 10_000, keep: int = 16) -> None:
+        self.max_rows = max_rows
+        self.keep = keep
+        self._frames: OrderedDict[tuple[str, int, int, int], pl.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(path: Path) -> tuple[str, int, int, int]:
+        info = path.stat()
+        return (str(path), info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def put(self, path: Path, frame: pl.DataFrame) -> None:
+        if len(frame) > self.max_rows:
+            return
+        key = self._key(path)
+        with self._lock:
+            self._frames[key] = frame
+            while len(self._frames) > self.keep:
+                self._frames.popitem(last=False)
+
+    def read(self, path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+        with self._lock:
+            frame = self._frames.get(self._key(path))
+        if frame is None:
+            return pl.read_parquet(path, columns=columns)
+        return frame.select(columns) if columns else frame
+
+
+recent = RecentChunks()
+
+
 def validate_to(
     table: Table, ctx: Context, folder: Path, chunk_rows: int, exists: ExistsCheck | None
 ) -> Summary:
@@ -243,9 +292,10 @@ def validate_to(
         tmp = folder / f".chunk-{index:05d}.tmp"
         chunk.write_parquet(tmp, compression="lz4", statistics=False)
         tmp.replace(chunk_path(folder, index))
+        recent.put(chunk_path(folder, index), chunk)
     return validator.summary
 
 
 def read_chunks(folder: Path) -> Iterator[tuple[int, pl.DataFrame]]:
     for path in sorted(folder.glob("chunk-*.parquet")):
-        yield int(path.stem.split("-")[1]), pl.read_parquet(path)
+        yield int(path.stem.split("-")[1]), recent.read(path)
