@@ -102,7 +102,8 @@ DEFINITIONS = """## What each line measures
 - **run --once**: `invoice-worker run --once` as its own process on a fresh home folder
   whose inbox already holds the file (settle time 0.25 s); wall time from start to exit,
   that is results file, archive, and both administrator emails written as `.eml`. Peak
-  RSS is the whole process tree (the worker and its embedded redis-server).
+  RSS is the sum over the process tree (`run`, its other worker processes, one per core,
+  and the embedded redis-server).
 - **floor**: the sum of two separate processes, run in the same `make bench`: the minimal
   polars script (`bench/floors.py polars`: read every column as text, every rule of
   SPEC 3.1 as the product's own expressions, the per-row error table), and the fastest
