@@ -58,6 +58,19 @@ CORPUS: list[tuple[str, str, bytes, tuple[object, ...]]] = [
         ("processed", 2, 0),
     ),
     ("utf16-be-bom", "a.csv", codecs.BOM_UTF16_BE + GOOD.encode("utf-16-be"), ("processed", 2, 0)),
+    # An odd number of bytes: the last character is cut in half (found by hypothesis).
+    (
+        "utf16-cut-short",
+        "a.csv",
+        codecs.BOM_UTF16_LE + GOOD.encode("utf-16-le") + b"\xe9",
+        ("rejected", "UNREADABLE_FILE", GOOD.count("\n") + 1),
+    ),
+    (
+        "utf16-bom-and-one-byte",
+        "a.csv",
+        codecs.BOM_UTF16_LE + b"\xe9",
+        ("rejected", "UNREADABLE_FILE", 1),
+    ),
     (
         "cp1252",
         "a.csv",

@@ -305,8 +305,10 @@ def advance(rt: Runtime, file_id: int) -> str:
     if file["state"] in FINAL_STATES or file["state"] == "awaiting_approval":
         return str(file["state"])
     if not rt.store.take_lease(file_id, owner, seconds, attempt=True):
-        if not owner_is_dead(file["lease_owner"]):
-            raise LeaseHeld(f"file {file_id} is leased to {file['lease_owner']}")
+        # Read again: the row read above may predate the lease that stopped us.
+        holder = rt.store.file(file_id)["lease_owner"]
+        if not owner_is_dead(holder):
+            raise LeaseHeld(f"file {file_id} is leased to {holder}")
         with rt.store.write() as conn:
             rt.store.update_file(conn, file_id, lease_owner=None, lease_until=None)
         if not rt.store.take_lease(file_id, owner, seconds, attempt=True):

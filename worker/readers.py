@@ -176,7 +176,14 @@ def to_utf8(source: Path, target: Path, encoding: str) -> Path:
                 )
             line += text.count("\n")
             dst.write(text)
-        dst.write(decoder.decode(b"", final=True))
+        try:
+            dst.write(decoder.decode(b"", final=True))
+        except UnicodeDecodeError as exc:
+            raise FileRejected(
+                "UNREADABLE_FILE",
+                f"line {line}: the file ends inside a {encoding} character ({exc.reason})",
+                line=line,
+            ) from exc
     return target
 
 
