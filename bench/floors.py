@@ -29,6 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rules.columns import INVOICE_COLUMNS
 from worker.processing import BULK_CACHE_KIB, INSERT_COLUMNS
 
 LINK_BASE = "https://pay.example.com/pay/"
@@ -113,25 +114,9 @@ REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 AMOUNT = re.compile(r"^[0-9]{1,10}$")
 PHONE = re.compile(r"^\+?[0-9]+$")
 URL = re.compile(r"(?i)^https?://[^\s/?#]+[^\s]*$")
-LENGTHS = {
-    "merchant_reference": 40,
-    "customer_email": 254,
-    "customer_name": 40,
-    "customer_phone": 19,
-    "order_description": 150,
-    "payment_account": 64,
-    "return_url": 400,
-}
-REQUIRED = (
-    "service_command",
-    "merchant_reference",
-    "amount",
-    "currency",
-    "language",
-    "customer_email",
-    "request_expiry_date",
-    "notification_type",
-)
+# The plain stack hand-writes the checks, not the table of columns: that it shares.
+LENGTHS = {c.name: c.max_length for c in INVOICE_COLUMNS if c.max_length}
+REQUIRED = tuple(c.name for c in INVOICE_COLUMNS if c.required is True)
 
 
 def _instant(text: str) -> datetime | None:

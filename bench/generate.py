@@ -16,22 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-HEADER = (
-    "service_command",
-    "merchant_reference",
-    "amount",
-    "currency",
-    "language",
-    "customer_email",
-    "request_expiry_date",
-    "notification_type",
-    "customer_name",
-    "customer_phone",
-    "order_description",
-    "payment_account",
-    "link_command",
-    "return_url",
-)
+from rules.columns import COLUMN_NAMES
+
+HEADER = COLUMN_NAMES
 BAD_SHARE = 0.01
 SLICE_ROWS = 1_000_000
 CURRENCIES = ("USD", "RWF", "JOD", "EUR", "KES")
