@@ -108,7 +108,7 @@ DEFINITIONS = """## What each line measures
   polars script (`bench/floors.py polars`: read every column as text, every rule of
   SPEC 3.1 as the product's own expressions, the per-row error table), and the fastest
   bulk load of the same valid rows, already shaped as `invoices` rows, into the product's
-  schema in one transaction: `executemany`, or ADBC (`adbc-driver-sqlite`) when installed.
+  schema in one transaction, the faster of `executemany` and ADBC (`adbc-driver-sqlite`).
 - **plain stack**: a `csv.DictReader` loop applying the same rules in Python
   (email-validator per address), then sqlite-utils `insert_all` of the valid rows in one
   transaction. It is measured at every size up to `--plain-rows` (1M by default, about

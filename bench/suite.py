@@ -128,8 +128,6 @@ def floors(scratch: Path, source: Path) -> Floors:
     rows_file = valid_rows(source, scratch / "valid.parquet")
     loads = {}
     for method in ("executemany", "adbc"):
-        if method == "adbc" and not _has_adbc():
-            continue
         db = _fresh_db(scratch / f"floor-{method}")
         loads[method] = _checked(
             measure.run(_floor_cmd(method, str(db), str(rows_file))), f"{method} floor"
@@ -137,14 +135,6 @@ def floors(scratch: Path, source: Path) -> Floors:
         shutil.rmtree(db.parent, ignore_errors=True)
     rows_file.unlink()
     return Floors(polars_run, loads)
-
-
-def _has_adbc() -> bool:
-    try:
-        import adbc_driver_sqlite  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def plain(scratch: Path, source: Path) -> measure.Run:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pytest
 from helpers import invoice_csv, invoice_row
 
 from worker.invoices import rules_context
@@ -16,7 +17,26 @@ from worker.validation import chunk_path, read_chunks, validate_to
 LINK = "https://pay.example.com/it's/"
 
 
-def test_the_rows_written_match_the_invoice_shape(store: Store, tmp_path: Path) -> None:
+@pytest.fixture(params=["bound", "staged"])
+def write_path(request, monkeypatch) -> str:
+    """Each test runs twice: chunks bound row by row, and through a staging file."""
+    from worker import staging
+
+    monkeypatch.setattr(staging, "STAGE_MIN_ROWS", 10**9 if request.param == "bound" else 1)
+    return request.param
+
+
+def validated(tmp_path: Path, name: str, rows: list[dict[str, str]], chunk_rows: int) -> Path:
+    source = tmp_path / name
+    source.write_text(invoice_csv(rows))
+    folder = tmp_path / f"{name}.work"
+    validate_to(open_table(source, folder), rules_context((), {}, None), folder, chunk_rows, None)
+    return folder
+
+
+def test_the_rows_written_match_the_invoice_shape(
+    store: Store, tmp_path: Path, write_path: str
+) -> None:
     # Given a validated file with every kind of notification and optional blanks
     rows = [
         invoice_row(1, notification_type="EMAIL"),
@@ -25,11 +45,7 @@ def test_the_rows_written_match_the_invoice_shape(store: Store, tmp_path: Path) 
         invoice_row(4, amount="bad"),
         invoice_row(5, notification_type="SMS", customer_phone="0788", return_url="http://x.y"),
     ]
-    source = tmp_path / "in.csv"
-    source.write_text(invoice_csv(rows))
-    folder = tmp_path / "work"
-    ctx = rules_context((), {}, None)
-    validate_to(open_table(source, folder), ctx, folder, chunk_rows=3, exists=None)
+    folder = validated(tmp_path, "in.csv", rows, chunk_rows=3)
     # When its chunks are processed
     for index, _ in read_chunks(folder):
         assert process_chunk(store, 7, index, chunk_path(folder, index), 500, LINK) is not None
@@ -41,6 +57,41 @@ def test_the_rows_written_match_the_invoice_shape(store: Store, tmp_path: Path) 
         for column in INSERT_COLUMNS:
             if column not in ("created_at", "updated_at"):
                 assert row[column] == want[column], column
+    assert not list(folder.glob("*.stage.db")), "staging files are deleted after use"
+
+
+def test_a_reference_created_after_validation_becomes_a_late_rejection(
+    store: Store, tmp_path: Path, write_path: str
+) -> None:
+    # Given a file validated while REF-2 was still free, and a batch invoice (no reference)
+    mine = validated(tmp_path, "mine.csv", [invoice_row(n) for n in range(1, 5)], 10)
+    with store.write() as conn:
+        conn.execute(
+            "INSERT INTO invoices (invoice_number, file_id, type, status, amount, currency,"
+            " token, payment_link_url, created_at, updated_at)"
+            " VALUES (1, 9, 'BATCH', 'NEW', 5, 'USD', 't', 'u', 'now', 'now')"
+        )
+    # When another file creates REF-2 before this one is processed
+    theirs = validated(tmp_path, "theirs.csv", [invoice_row(2, amount="999")], 10)
+    assert process_chunk(store, 1, 0, chunk_path(theirs, 0), 100, LINK) == 1
+    created = process_chunk(store, 2, 0, chunk_path(mine, 0), 200, LINK)
+    # Then the other three rows are invoices, and REF-2's line is a late rejection
+    assert created == 3
+    assert [tuple(r) for r in store.all("SELECT * FROM late_rejections")] == [
+        (2, 3, "MERCHANT_REFERENCE_EXISTS")
+    ]
+    refs = store.all(
+        "SELECT merchant_reference, file_id, amount FROM invoices WHERE type = 'SINGLE' ORDER BY 1"
+    )
+    assert [tuple(r) for r in refs] == [
+        (invoice_row(1)["merchant_reference"], 2, int(invoice_row(1)["amount"])),
+        (invoice_row(2)["merchant_reference"], 1, 999),
+        (invoice_row(3)["merchant_reference"], 2, int(invoice_row(3)["amount"])),
+        (invoice_row(4)["merchant_reference"], 2, int(invoice_row(4)["amount"])),
+    ]
+    # And processing the chunk again creates nothing twice
+    assert process_chunk(store, 2, 0, chunk_path(mine, 0), 200, LINK) is None
+    assert store.one("SELECT count(*) FROM invoices WHERE type = 'SINGLE'")[0] == 4
 
 
 def test_seen_references_find_exactly_the_earlier_ones() -> None:

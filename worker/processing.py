@@ -8,11 +8,12 @@ and tokens come from the chunk file, so a re-run creates the same invoices.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
-from worker import validation
+from worker import staging, validation
 from worker.store import Store, now_iso
 from worker.validation import ExistsCheck
 
@@ -73,25 +74,37 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def insert_sql(file_id: int, link_base: str, stamp: str) -> str:
-    """The INSERT for one chunk's rows: constants and derived columns in the SQL text."""
-    param = {name: f"?{n}" for n, name in enumerate(BOUND_COLUMNS, start=1)}
-    wants = f"',' || {param['notification_type']} || ','"
+def _values(file_id: int, link_base: str, stamp: str, source: dict[str, str]) -> str:
+    """The value of each of :data:`INSERT_COLUMNS`: ``source`` names where the bound
+    columns come from; constants and derived columns are written in the SQL itself."""
+    wants = f"',' || {source['notification_type']} || ','"
     values = {
-        **param,
+        **source,
         "file_id": str(int(file_id)),
         "type": "'SINGLE'",
         "status": "'NEW'",
-        "payment_link_url": f"{_literal(link_base.rstrip('/') + '/')} || {param['token']}",
+        "payment_link_url": f"{_literal(link_base.rstrip('/') + '/')} || {source['token']}",
         "email_state": f"CASE WHEN instr({wants}, ',EMAIL,') > 0 THEN 'pending' END",
         "sms_state": f"CASE WHEN instr({wants}, ',SMS,') > 0 THEN 'pending' END",
         "created_at": _literal(stamp),
         "updated_at": _literal(stamp),
     }
-    return (
-        f"INSERT INTO invoices ({', '.join(INSERT_COLUMNS)}) "
-        f"VALUES ({', '.join(values[c] for c in INSERT_COLUMNS)})"
-    )
+    return ", ".join(values[c] for c in INSERT_COLUMNS)
+
+
+_INTO = f"INSERT INTO invoices ({', '.join(INSERT_COLUMNS)})"
+
+
+def insert_sql(file_id: int, link_base: str, stamp: str) -> str:
+    """The INSERT for one chunk's rows, bound one row at a time (``executemany``)."""
+    params = {name: f"?{n}" for n, name in enumerate(BOUND_COLUMNS, start=1)}
+    return f"{_INTO} VALUES ({_values(file_id, link_base, stamp, params)})"
+
+
+def insert_select_sql(file_id: int, link_base: str, stamp: str, table: str) -> str:
+    """The INSERT for one chunk's rows, read from a staging ``table`` of BOUND_COLUMNS."""
+    columns = {name: f'"{name}"' for name in BOUND_COLUMNS}
+    return f"{_INTO} SELECT {_values(file_id, link_base, stamp, columns)} FROM {table}"
 
 
 def link(base: str) -> pl.Expr:
@@ -160,39 +173,89 @@ def process_chunk(
     link_base: str,
 ) -> int | None:
     """Create a chunk's invoices; None when it was already done. Returns the count created."""
-    if store.one("SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?", (file_id, index)):
+    if _done(store.conn, file_id, index):
         return None
     chunk = validation.recent.read(path, ["valid", "ordinal", *BOUND_COLUMNS[1:]])
     rows = chunk.filter(pl.col("valid")).select(
         (pl.col("ordinal") + number_base).alias("invoice_number"), *BOUND_COLUMNS[1:]
     )
-    insert = insert_sql(file_id, link_base, now_iso())
+    stamp = now_iso()
     store.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+    if len(rows) < staging.STAGE_MIN_ROWS:
+        return _commit(store, file_id, index, _bound(file_id, rows, link_base, stamp))
+    stage = path.with_suffix(".stage.db")
+    staging.write(rows, stage)
+    with staging.attached(store.conn, stage) as table:
+        return _commit(store, file_id, index, _staged(file_id, table, link_base, stamp))
+
+
+#: Creates a chunk's invoices inside the open transaction and returns how many. Called
+#: again with ``late=True`` after a UNIQUE failure: another file created one of these
+#: references after this one was validated, so those rows become late rejections.
+Create = Callable[[sqlite3.Connection, bool], int]
+
+
+def _done(conn: sqlite3.Connection, file_id: int, index: int) -> bool:
+    sql = "SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?"
+    return conn.execute(sql, (file_id, index)).fetchone() is not None
+
+
+def _commit(store: Store, file_id: int, index: int, create: Create) -> int | None:
     with store.write() as conn:
-        if conn.execute(
-            "SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?", (file_id, index)
-        ).fetchone():
+        if _done(conn, file_id, index):
             return None
         conn.execute("SAVEPOINT bulk")
         try:
-            conn.executemany(insert, rows.iter_rows())
+            created = create(conn, False)
         except sqlite3.IntegrityError:
-            # Another file created one of these references after we validated.
             conn.execute("ROLLBACK TO bulk")
-            taken = _taken(conn, rows["merchant_reference"].to_list())
-            late = rows.filter(pl.col("merchant_reference").is_in(list(taken)))
-            conn.executemany(
-                "INSERT OR IGNORE INTO late_rejections VALUES (?, ?, 'MERCHANT_REFERENCE_EXISTS')",
-                ((file_id, line) for line in late["line_number"]),
-            )
-            rows = rows.filter(~pl.col("merchant_reference").is_in(list(taken)))
-            conn.executemany(insert, rows.iter_rows())
+            created = create(conn, True)
         conn.execute("RELEASE bulk")
         conn.execute(
             "INSERT INTO chunks (file_id, chunk, created, done_at) VALUES (?, ?, ?, ?)",
-            (file_id, index, len(rows), now_iso()),
+            (file_id, index, created, now_iso()),
         )
-    return len(rows)
+    return created
+
+
+_LATE = "INSERT OR IGNORE INTO late_rejections VALUES (?, ?, 'MERCHANT_REFERENCE_EXISTS')"
+
+
+def _bound(file_id: int, rows: pl.DataFrame, link_base: str, stamp: str) -> Create:
+    insert = insert_sql(file_id, link_base, stamp)
+
+    def create(conn: sqlite3.Connection, late: bool) -> int:
+        todo = rows
+        if late:
+            taken = list(_taken(conn, rows["merchant_reference"].to_list()))
+            gone = rows.filter(pl.col("merchant_reference").is_in(taken))
+            conn.executemany(_LATE, ((file_id, line) for line in gone["line_number"]))
+            todo = rows.filter(~pl.col("merchant_reference").is_in(taken))
+        conn.executemany(insert, todo.iter_rows())
+        return len(todo)
+
+    return create
+
+
+def _staged(file_id: int, table: str, link_base: str, stamp: str) -> Create:
+    insert = insert_select_sql(file_id, link_base, stamp, table)
+    # Batch invoices have no reference: without IS NOT NULL, NOT IN would be NULL.
+    taken = (
+        "merchant_reference IN (SELECT merchant_reference FROM main.invoices"
+        " WHERE merchant_reference IS NOT NULL)"
+    )
+
+    def create(conn: sqlite3.Connection, late: bool) -> int:
+        if not late:
+            return conn.execute(insert).rowcount
+        conn.execute(
+            f"INSERT OR IGNORE INTO late_rejections SELECT ?, line_number,"
+            f" 'MERCHANT_REFERENCE_EXISTS' FROM {table} WHERE {taken}",
+            (file_id,),
+        )
+        return conn.execute(f"{insert} WHERE NOT {taken}").rowcount
+
+    return create
 
 
 def existing_references(store: Store) -> ExistsCheck:

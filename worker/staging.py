@@ -1,0 +1,55 @@
+"""Big chunks reach the state database through a staging file: Arrow in, SQL out.
+
+Binding a chunk's rows one at a time through the ``sqlite3`` module is most of what
+creating an invoice costs. ADBC's SQLite driver writes an Arrow table in C++ instead,
+and one ``INSERT ... SELECT`` then moves the rows into ``invoices`` inside SQLite.
+
+The driver bundles its own SQLite library. Two SQLite libraries in one process must
+never have the same database file open: closing a file drops every POSIX lock the
+process holds on it, the other library's included. So ADBC only ever writes a private
+staging file and closes it before the state database attaches it; nothing else opens
+that file, and a re-run writes it again from the chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+#: Chunks with fewer valid rows than this are bound row by row: for a small file the
+#: staging file (create, write, attach, delete) costs more than it saves.
+STAGE_MIN_ROWS = 1_000
+SCHEMA = "stage"
+TABLE = f"{SCHEMA}.rows"
+
+
+def write(rows: pl.DataFrame, path: Path) -> None:
+    """``rows`` as table ``rows`` of a new SQLite file at ``path`` (replacing any earlier try)."""
+    # Imported here: it takes 0.2 s, and small files and most commands never need it.
+    import adbc_driver_sqlite.dbapi as adbc
+
+    path.unlink(missing_ok=True)
+    # Autocommit, so that the PRAGMAs apply. No journal and no syncs: the file is
+    # thrown away after one read, and a crash makes it again from the chunk.
+    with adbc.connect(str(path), autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("PRAGMA journal_mode = OFF")
+        cur.execute("PRAGMA synchronous = OFF")
+        cur.adbc_ingest("rows", rows.to_arrow(), mode="create")
+
+
+@contextlib.contextmanager
+def attached(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
+    """The staging file attached to ``conn`` for the block; yields the table's name.
+
+    SQLite refuses ATTACH inside a transaction: enter this before ``Store.write()``.
+    """
+    conn.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (str(path),))
+    try:
+        yield TABLE
+    finally:
+        conn.execute(f"DETACH DATABASE {SCHEMA}")
+        path.unlink(missing_ok=True)
