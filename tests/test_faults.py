@@ -51,12 +51,14 @@ def test_a_lease_held_by_a_dead_process_is_taken_over_at_once(settings, store):
     assert pipeline.advance(Runtime(settings=settings, store=store), file_id) == "processed"
 
 
-def test_concurrent_deliveries_of_one_file_create_each_invoice_once(settings, store):
+# Chunks of 200 rows are bound row by row; chunks of 1,000 go through staging files.
+@pytest.mark.parametrize("chunk_rows", [200, 1000])
+def test_concurrent_deliveries_of_one_file_create_each_invoice_once(settings, store, chunk_rows):
     (settings.inbox / "a.csv").write_text(invoice_csv([invoice_row(i) for i in range(1, 2001)]))
     from worker import files
 
     file_id = files.claim(settings, store, settings.inbox / "a.csv")
-    rt = Runtime(settings=settings.with_(chunk_rows=200), store=store)
+    rt = Runtime(settings=settings.with_(chunk_rows=chunk_rows), store=store)
     outcomes: list[str] = []
 
     def deliver() -> None:

@@ -9,7 +9,7 @@ import pytest
 from helpers import invoice_csv, invoice_row
 
 from worker.invoices import rules_context
-from worker.processing import INSERT_COLUMNS, invoice_rows, process_chunk
+from worker.processing import INSERT_COLUMNS, invoice_rows, process_chunk, process_chunks
 from worker.readers import open_table
 from worker.store import Store
 from worker.validation import chunk_path, read_chunks, validate_to
@@ -46,9 +46,12 @@ def test_the_rows_written_match_the_invoice_shape(
         invoice_row(5, notification_type="SMS", customer_phone="0788", return_url="http://x.y"),
     ]
     folder = validated(tmp_path, "in.csv", rows, chunk_rows=3)
-    # When its chunks are processed
-    for index, _ in read_chunks(folder):
-        assert process_chunk(store, 7, index, chunk_path(folder, index), 500, LINK) is not None
+    # When its first chunk is processed, then all of them
+    assert process_chunk(store, 7, 0, chunk_path(folder, 0), 500, LINK) == 3
+    done: list[int] = []
+    chunks = [(index, chunk_path(folder, index)) for index, _ in read_chunks(folder)]
+    process_chunks(store, 7, chunks, 500, LINK, lambda: done.append(1))
+    assert len(chunks) == 2 and len(done) == 1, "a chunk already done is skipped"
     # Then the table holds exactly the rows invoice_rows describes
     expected = pl.concat([invoice_rows(c, 7, 500, LINK) for _, c in read_chunks(folder)])
     got = store.all(f"SELECT {', '.join(INSERT_COLUMNS)} FROM invoices ORDER BY invoice_number")

@@ -70,16 +70,14 @@ class InvoiceFiles:
         return rt.store.reserve_numbers(conn, "invoice_number", summary.valid)
 
     def process(self, rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
-        for index, path in _chunk_files(rt.work(file)):
-            processing.process_chunk(
-                rt.store,
-                file["id"],
-                index,
-                path,
-                file["number_base"],
-                rt.settings.payment_link_base,
-            )
-            renew()
+        processing.process_chunks(
+            rt.store,
+            file["id"],
+            list(_chunk_files(rt.work(file))),
+            file["number_base"],
+            rt.settings.payment_link_base,
+            renew,
+        )
 
     def _late(self, rt: Runtime, file_id: int) -> pl.DataFrame:
         rows = rt.store.all(

@@ -7,8 +7,10 @@ and tokens come from the chunk file, so a re-run creates the same invoices.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -175,17 +177,55 @@ def process_chunk(
     """Create a chunk's invoices; None when it was already done. Returns the count created."""
     if _done(store.conn, file_id, index):
         return None
+    return _create(store, file_id, index, _prepare(path, number_base), link_base)
+
+
+def process_chunks(
+    store: Store,
+    file_id: int,
+    chunks: list[tuple[int, Path]],
+    number_base: int,
+    link_base: str,
+    after_each: Callable[[], None],
+) -> None:
+    """:func:`process_chunk` for each of ``chunks`` in order, preparing the next one
+    (its rows, its staging file) in a thread while this one's are inserted: both
+    ADBC and SQLite release the GIL, so on two cores the two overlap."""
+    todo = [(i, p) for i, p in chunks if not _done(store.conn, file_id, i)]
+    if not todo:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage") as ahead:
+        pending = ahead.submit(_prepare, todo[0][1], number_base)
+        for n, (index, _) in enumerate(todo):
+            prepared = pending.result()
+            if n + 1 < len(todo):
+                pending = ahead.submit(_prepare, todo[n + 1][1], number_base)
+            _create(store, file_id, index, prepared, link_base)
+            after_each()
+
+
+def _prepare(path: Path, number_base: int) -> pl.DataFrame | Path:
+    """A chunk's valid rows as ``invoices`` rows: in memory, or in a staging file if many."""
     chunk = validation.recent.read(path, ["valid", "ordinal", *BOUND_COLUMNS[1:]])
     rows = chunk.filter(pl.col("valid")).select(
         (pl.col("ordinal") + number_base).alias("invoice_number"), *BOUND_COLUMNS[1:]
     )
+    if len(rows) < staging.STAGE_MIN_ROWS:
+        return rows
+    # A name of its own: a delivery that took over an expired lease must not share it.
+    stage = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.stage.db")
+    staging.write(rows, stage)
+    return stage
+
+
+def _create(
+    store: Store, file_id: int, index: int, prepared: pl.DataFrame | Path, link_base: str
+) -> int | None:
     stamp = now_iso()
     store.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
-    if len(rows) < staging.STAGE_MIN_ROWS:
-        return _commit(store, file_id, index, _bound(file_id, rows, link_base, stamp))
-    stage = path.with_suffix(".stage.db")
-    staging.write(rows, stage)
-    with staging.attached(store.conn, stage) as table:
+    if isinstance(prepared, pl.DataFrame):
+        return _commit(store, file_id, index, _bound(file_id, prepared, link_base, stamp))
+    with staging.attached(store.conn, prepared) as table:
         return _commit(store, file_id, index, _staged(file_id, table, link_base, stamp))
 
 

@@ -28,11 +28,10 @@ TABLE = f"{SCHEMA}.rows"
 
 
 def write(rows: pl.DataFrame, path: Path) -> None:
-    """``rows`` as table ``rows`` of a new SQLite file at ``path`` (replacing any earlier try)."""
+    """``rows`` as table ``rows`` of a new SQLite file at ``path``."""
     # Imported here: it takes 0.2 s, and small files and most commands never need it.
     import adbc_driver_sqlite.dbapi as adbc
 
-    path.unlink(missing_ok=True)
     # Autocommit, so that the PRAGMAs apply. No journal and no syncs: the file is
     # thrown away after one read, and a crash makes it again from the chunk.
     with adbc.connect(str(path), autocommit=True) as conn, conn.cursor() as cur:
