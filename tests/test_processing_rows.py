@@ -110,7 +110,7 @@ def test_seen_references_find_exactly_the_earlier_ones() -> None:
     assert seen.met(later).to_list() == [True, True, False, False, False, True]
 
 
-def test_currency_totals_from_chunks_equal_the_database(
+def test_report_tallies_from_chunks_equal_the_database(
     pipeline, settings, store, monkeypatch
 ) -> None:
     from worker import invoices
@@ -118,23 +118,31 @@ def test_currency_totals_from_chunks_equal_the_database(
 
     # Given a processed file whose work folder is kept, with rows in three currencies
     monkeypatch.setattr("worker.pipeline._cleanup", lambda rt, file: None)
+    phone = {"customer_phone": "+250788000000"}
     rows = [
-        invoice_row(1, currency="USD", amount="100"),
-        invoice_row(2, currency="USD", amount="200"),
-        invoice_row(3, currency="RWF", amount="300"),
+        invoice_row(1, currency="USD", amount="100", notification_type="EMAIL"),
+        invoice_row(2, currency="USD", amount="200", notification_type="sms,email", **phone),
+        invoice_row(3, currency="RWF", amount="300", notification_type="SMS", **phone),
         invoice_row(4, currency="RWF", amount="0"),
+        invoice_row(5, currency="RWF", amount="50", notification_type="EMAIL"),
     ]
     pipeline.drop("totals.csv", invoice_csv(rows))
     [file] = pipeline.wait_final()
+    # And one of its rows (line 6) turned out a late rejection
+    with store.write() as conn:
+        conn.execute(
+            "INSERT INTO late_rejections VALUES (?, 6, 'MERCHANT_REFERENCE_EXISTS')", (file["id"],)
+        )
+        conn.execute("DELETE FROM invoices WHERE file_id = ? AND line_number = 6", (file["id"],))
     kind = REGISTRY["invoices"]
     row = store.file(file["id"])
-    # When the totals are summed from the chunk files, and asked of the database
+    # When the tallies are counted from the chunk files, and asked of the database
     monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 0)
-    from_chunks = kind._currency_totals(pipeline.runtime, row)
+    from_chunks = kind._tallies(pipeline.runtime, row)
     monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 10**9)
-    from_database = kind._currency_totals(pipeline.runtime, row)
-    # Then they agree
-    assert from_chunks == from_database == [("RWF", 1, 300), ("USD", 2, 300)]
+    from_database = kind._tallies(pipeline.runtime, row)
+    # Then they agree: per currency, and the emails and SMS asked for
+    assert from_chunks == from_database == ([("RWF", 1, 300), ("USD", 2, 300)], 2, 2)
 
 
 def test_a_chunk_written_again_is_read_anew_not_from_memory(tmp_path: Path) -> None:
