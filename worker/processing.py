@@ -67,8 +67,8 @@ BOUND_COLUMNS = (
     "token",
 )
 #: Page cache of the connection that bulk-writes (KiB, as SQLite takes it when negative):
-#: the random payment tokens' unique index is written all over, and with SQLite's
-#: default of 2 MiB every chunk rereads and spills most of it.
+#: the merchant references' unique index is written wherever the ERP's references fall,
+#: and with SQLite's default of 2 MiB a chunk in random order rereads and spills most of it.
 BULK_CACHE_KIB = 64 * 1024
 
 
