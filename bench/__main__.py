@@ -112,7 +112,7 @@ DEFINITIONS = """## What each line measures
 - **plain stack**: a `csv.DictReader` loop applying the same rules in Python
   (email-validator per address), then sqlite-utils `insert_all` of the valid rows in one
   transaction. It is measured at every size up to `--plain-rows` (1M by default, about
-  75 s here); past that it is extrapolated linearly, which flatters it: SQLite inserts
+  60 s here); past that it is extrapolated linearly, which flatters it: SQLite inserts
   get slower as the table and its indexes grow.
 - **validate**: `invoice-worker validate FILE`; its floor is the polars script alone.
 - **latency**: `invoice-worker run` already going; 10-row files written under a temp name
