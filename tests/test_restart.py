@@ -137,6 +137,7 @@ def test_sigkill_in_the_middle_of_a_large_file_then_run_once_creates_each_invoic
     assert (results["status"] == "CREATED").sum() == valid
     assert (home / "archive" / "big.csv").exists()
     assert not list((home / "inbox").glob("*.csv"))
+    assert not list((home / "var").rglob("*.stage.db")), "no staging file outlives the kill"
 
 
 def test_sigterm_stops_the_worker_and_its_embedded_redis_cleanly(home):
