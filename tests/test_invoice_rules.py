@@ -163,3 +163,30 @@ def test_every_rule_code_is_exercised_by_a_case():
         "REQUIRED(payment_account)",
     }
     assert declared - elsewhere <= exercised
+
+
+def test_both_polars_engines_validate_a_file_alike(tmp_path: Path, monkeypatch) -> None:
+    import polars as pl
+
+    from bench.generate import write_invoices
+    from worker import validation
+    from worker.invoices import rules_context
+    from worker.readers import open_table
+
+    # Given a generated file with bad rows of every kind, over several chunks
+    path = tmp_path / "invoices.csv"
+    write_invoices(path, 5000, seed=4)
+    ctx = rules_context((), {}, None)
+
+    def chunks(streaming_from: int) -> pl.DataFrame:
+        monkeypatch.setattr(validation, "STREAMING_FROM_ROWS", streaming_from)
+        folder = tmp_path / f"work-{streaming_from}"
+        validation.validate_to(open_table(path, folder), ctx, folder, 1500, None)
+        frames = [chunk for _, chunk in validation.read_chunks(folder)]
+        return pl.concat(frames).with_columns(token=pl.col("token").is_not_null())
+
+    # When it is validated on the in-memory engine, and on the streaming engine
+    in_memory, streaming = chunks(10**9), chunks(0)
+    # Then the chunks are the same, tokens aside (they are random), ordinals included
+    assert in_memory.equals(streaming)
+    assert in_memory["ordinal"].drop_nulls().to_list() == list(range(in_memory["valid"].sum()))

@@ -97,6 +97,62 @@ def test_a_reference_created_after_validation_becomes_a_late_rejection(
     assert store.one("SELECT count(*) FROM invoices WHERE type = 'SINGLE'")[0] == 4
 
 
+def test_a_failure_between_chunks_leaves_no_staging_file_and_a_rerun_finishes(
+    store: Store, tmp_path: Path, monkeypatch
+) -> None:
+    from worker import staging
+
+    monkeypatch.setattr(staging, "STAGE_MIN_ROWS", 1)
+    # Given a file of four staged chunks
+    folder = validated(tmp_path, "in.csv", [invoice_row(n) for n in range(1, 9)], 2)
+    chunks = [(index, chunk_path(folder, index)) for index, _ in read_chunks(folder)]
+    assert len(chunks) == 4
+    calls: list[int] = []
+
+    def lease_lost() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("lease lost")
+
+    # When processing stops with an error after the second chunk
+    with pytest.raises(RuntimeError, match="lease lost"):
+        process_chunks(store, 7, chunks, 500, LINK, lease_lost)
+    # Then two chunks' invoices exist, and no staging file is left, not even the one ahead
+    assert store.one("SELECT count(*) FROM invoices")[0] == 4
+    assert not list(folder.glob("*.stage.db"))
+    # And a re-run creates the rest, each invoice once
+    process_chunks(store, 7, chunks, 500, LINK, lambda: None)
+    numbers = [r[0] for r in store.all("SELECT invoice_number FROM invoices ORDER BY 1")]
+    assert numbers == list(range(500, 508))
+
+
+def test_two_deliveries_of_one_staged_chunk_create_its_invoices_once(
+    store: Store, tmp_path: Path, monkeypatch
+) -> None:
+    import threading
+
+    from worker import staging
+
+    monkeypatch.setattr(staging, "STAGE_MIN_ROWS", 1)
+    # Given one chunk of 1,000 valid rows
+    folder = validated(tmp_path, "in.csv", [invoice_row(n) for n in range(1, 1001)], 1000)
+    results: list[int | None] = []
+
+    def deliver() -> None:
+        results.append(process_chunk(store, 7, 0, chunk_path(folder, 0), 500, LINK))
+
+    # When two threads process it at once, each through its own staging file
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then one created the invoices and the other found the chunk done
+    assert sorted(results, key=lambda r: r is None) == [1000, None]
+    assert store.one("SELECT count(*) FROM invoices")[0] == 1000
+    assert not list(folder.glob("*.stage.db"))
+
+
 def test_seen_references_find_exactly_the_earlier_ones() -> None:
     from worker.validation import SeenReferences
 

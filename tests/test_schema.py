@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def test_an_install_from_before_m005_keeps_its_invoices_and_batch_lookups(tmp_pa
     # Given a database made before the invoice indexes changed, holding three invoices
     path = tmp_path / "state.db"
     database_before(path, "m005_cheaper_invoice_indexes")
-    before = sqlite3.connect(path).execute("SELECT * FROM invoices ORDER BY 1").fetchall()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        before = conn.execute("SELECT * FROM invoices ORDER BY 1").fetchall()
     # When this release opens it
     store = Store(path).open()
     # Then every invoice is there as it was, with its SMS still pending
@@ -48,9 +50,26 @@ def test_an_install_from_before_m005_keeps_its_invoices_and_batch_lookups(tmp_pa
     assert "invoices_transaction" in plan[0]["detail"]
     with pytest.raises(sqlite3.IntegrityError), store.write() as conn:
         conn.execute(ROW, (104, None, "TX-1", "BATCH", "tok4", "tok4", None, None, 0))
-    # And references stay unique
+    # And references stay unique, while a token no longer has an index to keep
     with pytest.raises(sqlite3.IntegrityError), store.write() as conn:
         conn.execute(ROW, (105, "REF-1", None, "SINGLE", "tok5", "tok5", None, None, 0))
+    with store.write() as conn:
+        conn.execute(ROW, (106, "REF-6", None, "SINGLE", "tok1", "tok1", None, None, 0))
+    # And every other index of the table is there again
+    indexes = {
+        r["name"]
+        for r in store.all("SELECT name FROM sqlite_master WHERE tbl_name = 'invoices'")
+        if r["name"] != "invoices"
+    }
+    assert indexes == {
+        "sqlite_autoindex_invoices_1",  # merchant_reference UNIQUE
+        "invoices_transaction",
+        "invoices_file",
+        "invoices_batch",
+        "invoices_email_due",
+        "invoices_email_sending",
+        "invoices_email_failed",
+    }
     store.close()
 
 

@@ -7,10 +7,11 @@ and tokens come from the chunk file, so a re-run creates the same invoices.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -192,16 +193,33 @@ def process_chunks(
     (its rows, its staging file) in a thread while this one's are inserted: both
     ADBC and SQLite release the GIL, so on two cores the two overlap."""
     todo = [(i, p) for i, p in chunks if not _done(store.conn, file_id, i)]
-    if not todo:
+    if len(todo) <= 1:
+        # One chunk, as every small file has: no thread to start.
+        for index, path in todo:
+            _create(store, file_id, index, _prepare(path, number_base), link_base)
+            after_each()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage") as ahead:
         pending = ahead.submit(_prepare, todo[0][1], number_base)
-        for n, (index, _) in enumerate(todo):
-            prepared = pending.result()
-            if n + 1 < len(todo):
-                pending = ahead.submit(_prepare, todo[n + 1][1], number_base)
-            _create(store, file_id, index, prepared, link_base)
-            after_each()
+        try:
+            for n, (index, _) in enumerate(todo):
+                prepared = pending.result()
+                if n + 1 < len(todo):
+                    pending = ahead.submit(_prepare, todo[n + 1][1], number_base)
+                _create(store, file_id, index, prepared, link_base)
+                after_each()
+        finally:
+            # Stopped by an error: the chunk prepared ahead is not used, nor its file.
+            _discard(pending)
+
+
+def _discard(pending: Future[pl.DataFrame | Path]) -> None:
+    if pending.cancel():
+        return
+    with contextlib.suppress(BaseException):
+        prepared = pending.result()
+        if isinstance(prepared, Path):
+            prepared.unlink(missing_ok=True)
 
 
 def _prepare(path: Path, number_base: int) -> pl.DataFrame | Path:
@@ -221,8 +239,8 @@ def _prepare(path: Path, number_base: int) -> pl.DataFrame | Path:
 def _create(
     store: Store, file_id: int, index: int, prepared: pl.DataFrame | Path, link_base: str
 ) -> int | None:
+    """Commit a prepared chunk: rows bound one by one, or its staging file (then deleted)."""
     stamp = now_iso()
-    store.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
     if isinstance(prepared, pl.DataFrame):
         return _commit(store, file_id, index, _bound(file_id, prepared, link_base, stamp))
     with staging.attached(store.conn, prepared) as table:
@@ -241,6 +259,7 @@ def _done(conn: sqlite3.Connection, file_id: int, index: int) -> bool:
 
 
 def _commit(store: Store, file_id: int, index: int, create: Create) -> int | None:
+    store.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
     with store.write() as conn:
         if _done(conn, file_id, index):
             return None
@@ -279,10 +298,11 @@ def _bound(file_id: int, rows: pl.DataFrame, link_base: str, stamp: str) -> Crea
 
 def _staged(file_id: int, table: str, link_base: str, stamp: str) -> Create:
     insert = insert_select_sql(file_id, link_base, stamp, table)
-    # Batch invoices have no reference: without IS NOT NULL, NOT IN would be NULL.
+    # A lookup per staged row through the unique index: IN (SELECT ...) would list
+    # every reference of the table first, with the write lock held.
     taken = (
-        "merchant_reference IN (SELECT merchant_reference FROM main.invoices"
-        " WHERE merchant_reference IS NOT NULL)"
+        "EXISTS (SELECT 1 FROM main.invoices AS i"
+        f" WHERE i.merchant_reference = {table}.merchant_reference)"
     )
 
     def create(conn: sqlite3.Connection, late: bool) -> int:

@@ -217,6 +217,7 @@ def m005_cheaper_invoice_indexes(db: sqlite_utils.Database) -> None:
     SQLite cannot drop a column constraint, so the table is rebuilt (SQLite's documented
     procedure: new table, copy, drop, rename, then its indexes and view again).
     """
+    columns = ", ".join(r[1] for r in db.execute("PRAGMA table_info(invoices)").fetchall())
     for sql in (
         "DROP VIEW sms_pending",
         """
@@ -256,7 +257,9 @@ def m005_cheaper_invoice_indexes(db: sqlite_utils.Database) -> None:
             email_error TEXT
         )
         """,
-        "INSERT INTO invoices_new SELECT * FROM invoices",
+        # Copied by name: a column the new table lacked would fail the migration, which
+        # then rolls back whole, rather than be dropped.
+        "INSERT INTO invoices_new ({columns}) SELECT {columns} FROM invoices",
         "DROP TABLE invoices",
         "ALTER TABLE invoices_new RENAME TO invoices",
         "CREATE UNIQUE INDEX invoices_transaction ON invoices(transaction_id)"
@@ -273,4 +276,4 @@ def m005_cheaper_invoice_indexes(db: sqlite_utils.Database) -> None:
             FROM invoices WHERE sms_state = 'pending'
         """,
     ):
-        db.execute(sql)
+        db.execute(sql.format(columns=columns))

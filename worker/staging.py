@@ -34,21 +34,29 @@ def write(rows: pl.DataFrame, path: Path) -> None:
 
     # Autocommit, so that the PRAGMAs apply. No journal and no syncs: the file is
     # thrown away after one read, and a crash makes it again from the chunk.
-    with adbc.connect(str(path), autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute("PRAGMA journal_mode = OFF")
-        cur.execute("PRAGMA synchronous = OFF")
-        cur.adbc_ingest("rows", rows.to_arrow(), mode="create")
+    try:
+        with adbc.connect(str(path), autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("PRAGMA journal_mode = OFF")
+            cur.execute("PRAGMA synchronous = OFF")
+            cur.adbc_ingest("rows", rows.to_arrow(), mode="create")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
 def attached(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
-    """The staging file attached to ``conn`` for the block; yields the table's name.
+    """The staging file attached to ``conn`` for the block, then deleted, whatever
+    happens; yields the table's name.
 
-    SQLite refuses ATTACH inside a transaction: enter this before ``Store.write()``.
+    Enter it before ``Store.write()``: ``BEGIN IMMEDIATE`` locks every attached
+    database, and DETACH fails while that transaction is open.
     """
-    conn.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (str(path),))
     try:
-        yield TABLE
+        conn.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (str(path),))
+        try:
+            yield TABLE
+        finally:
+            conn.execute(f"DETACH DATABASE {SCHEMA}")
     finally:
-        conn.execute(f"DETACH DATABASE {SCHEMA}")
         path.unlink(missing_ok=True)
