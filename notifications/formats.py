@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time
@@ -72,4 +72,10 @@ def when(iso: str, language: str | None = "en") -> str:
 
 def count(number: int, language: str | None = "en") -> str:
     """An integer with the locale's grouping: 100000 -> 100,000 (en), 100 000 (fr)."""
-    return format_decimal(int(number), locale=locale(language))
+    return _count(int(number), language)
+
+
+@lru_cache(maxsize=4096)
+def _count(number: int, language: str | None) -> str:
+    # A report writes ten counts, most of them small and the same from file to file.
+    return format_decimal(number, locale=locale(language))

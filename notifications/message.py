@@ -12,12 +12,37 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
+from email import policy
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 MAX_HEADER_TEXT = 200
+
+
+class _Headers(HeaderRegistry):
+    """The standard registry, with each header's class made once: the stock one builds
+    a new class at every lookup, about a third of the time it takes to build an email."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._classes.get(key)
+        if made is None:
+            made = self._classes[key] = super().__getitem__(name)
+        return made
+
+    def map_to_type(self, name: str, cls: type[BaseHeader]) -> None:
+        super().map_to_type(name, cls)
+        self._classes.pop(name.lower(), None)
+
+
+#: ``email.policy.default``, parsing and folding headers the same way.
+POLICY = policy.default.clone(header_factory=_Headers())
 
 
 @dataclass(frozen=True)
@@ -62,7 +87,7 @@ def build(
     responders from answering it (RFC 3834).
     """
     domain = sender.rpartition("@")[2] or "localhost"
-    msg = EmailMessage()
+    msg = EmailMessage(policy=POLICY)
     msg["From"] = address(sender, sender_name)
     msg["To"] = [address(r, recipient_name) for r in recipients]
     msg["Subject"] = header_text(subject)

@@ -23,6 +23,8 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Templates ship with the package: no stat of each one at every email.
+        auto_reload=False,
     )
     # Counts arrive as ints (templates test them); this writes them grouped: 1,000.
     env.filters["number"] = count
