@@ -3,8 +3,8 @@
 A message is claimed by pushing its ``next_attempt_at`` past the send time, so
 two workers never send the same one at once; it is marked sent only after the
 transport accepted it. A crash between the two means one more send, never a
-lost message (``.eml`` files are named by the message's key, so there a
-repeat replaces the same file).
+lost message. ``.eml`` files are named by the message's key, so there a repeat
+replaces the same file, and a round of sends is marked in one transaction.
 """
 
 from __future__ import annotations
@@ -58,13 +58,16 @@ def _claim(store: StoreLike, limit: int) -> list[sqlite3.Row]:
     return rows
 
 
-def _finish(store: StoreLike, row_id: int, state: str, error: str | None, retry_at: float) -> None:
+def _finish(store: StoreLike, outcomes: list[tuple[int, str, str | None, float]]) -> None:
+    """Record (id, state, error, retry_at) for each message tried, in one transaction."""
+    if not outcomes:
+        return
     with store.write() as conn:
-        conn.execute(
+        conn.executemany(
             "UPDATE outbox SET state = ?, last_error = ?, next_attempt_at = ?,"
             " sent_at = CASE WHEN ? = 'sent' THEN strftime('%Y-%m-%dT%H:%M:%SZ','now') END"
             " WHERE id = ?",
-            (state, error, retry_at, state, row_id),
+            [(state, error, retry, state, row_id) for row_id, state, error, retry in outcomes],
         )
 
 
@@ -72,21 +75,32 @@ def deliver_due(store: StoreLike, transport: Transport, limit: int = 20) -> dict
     """Send what is due; returns counts of sent, failed (for good) and deferred messages."""
     counts = {"sent": 0, "failed": 0, "deferred": 0}
     rows = _claim(store, limit)
-    for index, row in enumerate(rows):
-        try:
-            transport.send(f"{row['id']:08d}-{row['key'].replace(':', '-')}", row["message"])
-        except PermanentDeliveryError as exc:
-            _finish(store, row["id"], "failed", str(exc), 0)
-            counts["failed"] += 1
-        except DeliveryError as exc:
-            _finish(store, row["id"], "pending", str(exc), time.time() + backoff(row["attempts"]))
-            counts["deferred"] += 1
-            # The server is down or busy: stop this round, hand the untried back as they were.
-            _release(store, [r["id"] for r in rows[index + 1 :]])
-            break
-        else:
-            _finish(store, row["id"], "sent", None, 0)
-            counts["sent"] += 1
+    # Where a repeat replaces the message (.eml files), a round is recorded in one
+    # transaction; over SMTP each send is recorded at once, so a crash repeats one at most.
+    per_round = transport.repeat_replaces
+    outcomes: list[tuple[int, str, str | None, float]] = []
+    try:
+        for index, row in enumerate(rows):
+            try:
+                transport.send(f"{row['id']:08d}-{row['key'].replace(':', '-')}", row["message"])
+            except PermanentDeliveryError as exc:
+                outcomes.append((row["id"], "failed", str(exc), 0))
+                counts["failed"] += 1
+            except DeliveryError as exc:
+                retry_at = time.time() + backoff(row["attempts"])
+                outcomes.append((row["id"], "pending", str(exc), retry_at))
+                counts["deferred"] += 1
+                # The server is down or busy: stop this round, hand the untried back as they were.
+                _release(store, [r["id"] for r in rows[index + 1 :]])
+                break
+            else:
+                outcomes.append((row["id"], "sent", None, 0))
+                counts["sent"] += 1
+            if not per_round:
+                _finish(store, outcomes)
+                outcomes = []
+    finally:
+        _finish(store, outcomes)
     return counts
 
 

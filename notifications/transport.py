@@ -34,6 +34,10 @@ Mail = EmailMessage | bytes
 class Transport(Protocol):
     """Sends one message, named by a stable key so a repeat replaces rather than adds."""
 
+    #: True where sending a key again replaces the first copy (a file), so a repeat
+    #: after a crash costs nothing; False where it would reach the inbox twice.
+    repeat_replaces: bool
+
     def send(self, key: str, msg: Mail) -> None: ...
 
     def close(self) -> None: ...
@@ -41,6 +45,8 @@ class Transport(Protocol):
 
 class EmlFolder:
     """Writes each message as ``<key>.eml``, atomically, readable by the owner only."""
+
+    repeat_replaces = True
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -69,6 +75,8 @@ class EmlFolder:
 class Smtp:
     """An SMTP client for ``smtp://[user:pass@]host[:port]`` (STARTTLS when offered)
     or ``smtps://`` (TLS from the start). Keeps one connection open across sends."""
+
+    repeat_replaces = False
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
