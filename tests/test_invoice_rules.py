@@ -165,7 +165,7 @@ def test_every_rule_code_is_exercised_by_a_case():
     assert declared - elsewhere <= exercised
 
 
-def test_both_polars_engines_validate_a_file_alike(tmp_path: Path, monkeypatch) -> None:
+def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, monkeypatch) -> None:
     import polars as pl
 
     from bench.generate import write_invoices
@@ -178,15 +178,20 @@ def test_both_polars_engines_validate_a_file_alike(tmp_path: Path, monkeypatch) 
     write_invoices(path, 5000, seed=4)
     ctx = rules_context((), {}, None)
 
-    def chunks(streaming_from: int) -> pl.DataFrame:
+    def chunks(streaming_from: int, unoptimised_below: int) -> pl.DataFrame:
         monkeypatch.setattr(validation, "STREAMING_FROM_ROWS", streaming_from)
-        folder = tmp_path / f"work-{streaming_from}"
+        monkeypatch.setattr(validation, "UNOPTIMISED_BELOW_ROWS", unoptimised_below)
+        folder = tmp_path / f"work-{streaming_from}-{unoptimised_below}"
         validation.validate_to(open_table(path, folder), ctx, folder, 1500, None)
         frames = [chunk for _, chunk in validation.read_chunks(folder)]
         return pl.concat(frames).with_columns(token=pl.col("token").is_not_null())
 
-    # When it is validated on the in-memory engine, and on the streaming engine
-    in_memory, streaming = chunks(10**9), chunks(0)
+    # When it is validated on the in-memory engine with and without plan optimisation,
+    # and on the streaming engine
+    in_memory = chunks(10**9, 0)
+    unoptimised = chunks(10**9, 10**9)
+    streaming = chunks(0, 0)
     # Then the chunks are the same, tokens aside (they are random), ordinals included
     assert in_memory.equals(streaming)
+    assert in_memory.equals(unoptimised)
     assert in_memory["ordinal"].drop_nulls().to_list() == list(range(in_memory["valid"].sum()))
