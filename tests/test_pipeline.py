@@ -9,7 +9,7 @@ import pytest
 from helpers import invoice_csv, invoice_row, read_results
 
 from worker.errors import StateError
-from worker.pipeline import approve
+from worker.pipeline import Runtime, advance, approve
 
 
 def eml(settings, kind: str):
@@ -146,6 +146,52 @@ def test_a_file_waits_for_approval_when_required(make_pipeline, settings, store)
     [file] = h.wait_final(states=frozenset({"processed"}))
     with pytest.raises(StateError, match="processed, not awaiting approval"):
         approve(store, file["id"])
+    assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 1
+
+
+def states_of(store, file_id: int) -> list[str]:
+    sql = "SELECT state FROM transitions WHERE file_id = ? ORDER BY id"
+    return [r["state"] for r in store.all(sql, (file_id,))]
+
+
+def test_a_file_passes_each_state_once_and_ends_holding_no_lease(pipeline, store):
+    pipeline.drop("once.csv", invoice_csv([invoice_row(1)]))
+    [file] = pipeline.wait_final()
+    assert states_of(store, file["id"]) == [
+        "received",
+        "validating",
+        "validated",
+        "processing",
+        "processed",
+    ]
+    # The results' name was chosen before processing, with the validation recorded.
+    assert file["result_name"] == "once.csv"
+    assert file["lease_owner"] is None and file["lease_until"] is None
+
+
+def test_a_file_waiting_for_approval_holds_no_lease(make_pipeline, settings, store):
+    h = make_pipeline(settings.with_(require_approval=True))
+    h.drop("wait.csv", invoice_csv([invoice_row(1)]))
+    [file] = h.wait_final()
+    assert states_of(store, file["id"])[-2:] == ["validated", "awaiting_approval"]
+    assert file["lease_owner"] is None and file["result_name"] == "wait.csv"
+
+
+def test_a_file_left_validated_by_a_crash_is_moved_on(make_pipeline, settings, store):
+    # Given a file an earlier run left validated, approved, with no results' name yet
+    h = make_pipeline(settings.with_(require_approval=True))
+    h.drop("left.csv", invoice_csv([invoice_row(1)]))
+    [file] = h.wait_final()
+    h.stop()
+    with store.write() as conn:
+        store.update_file(conn, file["id"], state="validated", result_name=None)
+    # When it is run again with no approval required
+    rt = Runtime(settings=settings.with_(require_approval=False), store=store)
+    assert advance(rt, file["id"]) == "processed"
+    # Then it is processed once, under its own name
+    assert states_of(store, file["id"])[-2:] == ["processing", "processed"]
+    assert states_of(store, file["id"]).count("processing") == 1
+    assert (settings.outbox / "left.csv.results.csv").exists()
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 1
 
 

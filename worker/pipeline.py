@@ -55,6 +55,10 @@ class Runtime:
 
 
 HOST = socket.gethostname()
+#: A file's final transition releases its lease: no write of its own after it.
+NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_until": None}
+#: States in which a run lets go of a file (a person approves the one waiting).
+LET_GO = FINAL_STATES | {"awaiting_approval"}
 
 
 def lease_owner() -> str:
@@ -172,22 +176,39 @@ def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None
             first_errors=summary.first_errors,
             unknown_columns=summary.unknown_columns,
             next_step=next_step,
-            errors_csv=kind.errors_csv(rt, file),
+            # No rejected row, no attachment: the chunks need not be read again.
+            errors_csv=kind.errors_csv(rt, file) if summary.rejected else None,
         )
+    then = _after_validation(rt, file)
     with rt.store.write() as conn:
         base = kind.reserve(rt, conn, summary)
         rt.store.transition(conn, file["id"], "validated", number_base=base, **counts)
         if msg is not None:
             outbox.record(conn, f"file:{file['id']}:validated", "validated", file["id"], msg)
+        # The results' name and the next stage go in the same transaction: two fewer
+        # writes for each file, a fifth of them for a small one.
+        if not file["result_name"]:
+            _choose_stem(rt, conn, file)
+        rt.store.transition(conn, file["id"], then, **_lease_after(then))
     _logged(rt, file["id"], "validated", counts)
+    _logged(rt, file["id"], then, {})
     rt.kick_mail()
 
 
-def _release(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+def _lease_after(state: str) -> dict[str, object]:
+    return NO_LEASE if state in LET_GO else {}
+
+
+def _after_validation(rt: Runtime, file: sqlite3.Row) -> str:
     if rt.settings.require_approval and not file["approved_at"]:
-        set_state(rt, file["id"], "awaiting_approval")
-    else:
-        set_state(rt, file["id"], "processing")
+        return "awaiting_approval"
+    return "processing"
+
+
+def _release(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
+    """A file left validated (by a version that released it in a write of its own)."""
+    then = _after_validation(rt, file)
+    set_state(rt, file["id"], then, **_lease_after(then))
 
 
 def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
@@ -204,7 +225,7 @@ def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     done = {"created": created["n"], "final_path": str(target)}
     report = kind.processing_report(rt, {**dict(rt.store.file(file["id"])), **done})
     with rt.store.write() as conn:
-        rt.store.transition(conn, file["id"], "processed", **done)
+        rt.store.transition(conn, file["id"], "processed", **done, **NO_LEASE)
         outbox.record(conn, f"file:{file['id']}:processed", "processed", file["id"], report)
     _logged(rt, file["id"], "processed", {"created": created["n"], "result_name": name})
     _cleanup(rt, file)
@@ -229,13 +250,18 @@ def _result_stem(rt: Runtime, file: sqlite3.Row) -> str:
     if file["result_name"]:
         return str(file["result_name"])
     with rt.store.write() as conn:
+        return _choose_stem(rt, conn, file)
 
-        def taken(stem: str) -> bool:
-            sql = "SELECT 1 FROM files WHERE result_name = ? LIMIT 1"
-            return conn.execute(sql, (stem,)).fetchone() is not None
 
-        stem = result_stem(rt.settings.outbox, file["name"], file["id"], taken)
-        rt.store.update_file(conn, file["id"], result_name=stem)
+def _choose_stem(rt: Runtime, conn: sqlite3.Connection, file: sqlite3.Row) -> str:
+    """Choose and record the results' stem inside the caller's transaction."""
+
+    def taken(stem: str) -> bool:
+        sql = "SELECT 1 FROM files WHERE result_name = ? LIMIT 1"
+        return conn.execute(sql, (stem,)).fetchone() is not None
+
+    stem = result_stem(rt.settings.outbox, file["name"], file["id"], taken)
+    rt.store.update_file(conn, file["id"], result_name=stem)
     return stem
 
 
@@ -287,7 +313,7 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
         errors_csv=errors_csv,
     )
     with rt.store.write() as conn:
-        rt.store.transition(conn, file_id, "rejected", final_path=str(target))
+        rt.store.transition(conn, file_id, "rejected", final_path=str(target), **NO_LEASE)
         outbox.record(conn, f"file:{file_id}:rejected", "rejected", file_id, msg)
     _logged(rt, file_id, "rejected", {"error_code": why.code, "result_name": error_name})
     _cleanup(rt, file)
@@ -325,10 +351,16 @@ def advance(rt: Runtime, file_id: int) -> str:
             raise LeaseHeld(f"file {file_id}: lease lost")
         renewed = time.monotonic()
 
+    # The transition that lets go of the file clears the lease; no write is needed after.
+    ended = False
     try:
         while True:
             file = rt.store.file(file_id)
-            if file["error_code"] and file["state"] not in FINAL_STATES:
+            if file["state"] in LET_GO:
+                ended = True
+                return str(file["state"])
+            renew()
+            if file["error_code"]:
                 # A rejection was decided (reject() records it first) and cut short by a
                 # crash: finish it with its own code; the original may already be moved.
                 reject(
@@ -336,6 +368,7 @@ def advance(rt: Runtime, file_id: int) -> str:
                     file_id,
                     FileRejected(file["error_code"], file["error_message"], file["error_line"]),
                 )
+                ended = True
                 return "rejected"
             stage = STAGES.get(file["state"])
             if stage is None:
@@ -350,10 +383,10 @@ def advance(rt: Runtime, file_id: int) -> str:
                 # Disk full, a folder not writable: nothing is marked done; retried later.
                 _stalled(rt, file, exc)
                 raise
-            renew()
     finally:
-        with contextlib.suppress(Exception):
-            rt.store.release_lease(file_id, owner)
+        if not ended:
+            with contextlib.suppress(Exception):
+                rt.store.release_lease(file_id, owner)
 
 
 def _stalled(rt: Runtime, file: sqlite3.Row, exc: OSError) -> None:
