@@ -160,3 +160,24 @@ def test_sigterm_stops_the_worker_and_its_embedded_redis_cleanly(home):
         return False
 
     assert wait_for(gone, timeout=10)
+
+
+def test_a_redis_server_orphaned_before_its_url_was_written_is_stopped(tmp_path):
+    # Given an embedded server whose starter was killed before it wrote the URL
+    from worker.redis_server import EmbeddedRedis, _answers
+
+    first = EmbeddedRedis(tmp_path).start()
+    old_url = first.url
+    (tmp_path / "redis" / "url").unlink()
+    (tmp_path / "redis" / "owner").unlink()
+    # When the next process starts
+    second = EmbeddedRedis(tmp_path).start()
+    try:
+        # Then the orphan is gone (nobody could have reached or stopped it), and one
+        # server answers at the URL written
+        assert first._process.wait(10) == -signal.SIGKILL
+        assert not _answers(old_url)
+        assert second.pid != first.pid and _answers(second.url)
+        assert (tmp_path / "redis" / "url").read_text() == second.url
+    finally:
+        second.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import signal
@@ -79,6 +80,36 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _ours(pid: int, folder: Path) -> bool:
+    """Whether ``pid`` is a redis-server working in ``folder`` (its ``dir``), read from
+    /proc, so that a recycled pid is never taken for it; elsewhere nothing is known."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return Path(exe).name == "redis-server" and Path(cwd) == folder.resolve()
+
+
+def _stop_unreachable(folder: Path) -> None:
+    """Stop a server of this folder that no URL leads to: its starter was killed before
+    writing the URL, so nobody could ever adopt or stop it. (One with a URL that does
+    not answer is left alone: it may be busy, and others may be using it.)"""
+    pid_file = folder / "redis.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if not _ours(pid, folder):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + START_TIMEOUT
+    while _alive(pid) and _ours(pid, folder) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    log.event("redis.unreachable_stopped", logging.WARNING, pid=pid, folder=folder)
+
+
 class EmbeddedRedis:
     """A redis-server process whose data lives in ``<var>/redis``."""
 
@@ -105,6 +136,8 @@ class EmbeddedRedis:
                     self.owner = True
                 log.event("redis.joined", url=log.redact_url(self.url), adopted=self.owner)
                 return self
+            if not url_file.exists():
+                _stop_unreachable(self.folder)
             self._spawn()
         return self
 
