@@ -8,6 +8,8 @@ from email import message_from_bytes, policy
 import pytest
 from helpers import invoice_csv, invoice_row, read_results
 
+import worker.pipeline
+from worker import files
 from worker.errors import StateError
 from worker.pipeline import Runtime, advance, approve
 
@@ -227,3 +229,22 @@ def test_unknown_columns_are_named_in_the_validation_email(pipeline, settings):
     pipeline.wait_mail()
     [mail] = eml(settings, "validated")
     assert "internal_id, notes" in mail.get_body(("plain",)).get_content()
+
+
+def test_two_files_of_the_same_name_archived_at_once_keep_both_originals(settings, store):
+    # Given two files named alike, the first given archive/same.csv but not moved yet
+    ids = []
+    for n in (1, 2):
+        (settings.inbox / "same.csv").write_text(invoice_csv([invoice_row(n)]))
+        ids.append(files.claim(settings, store, settings.inbox / "same.csv"))
+    first, second = ids
+    with store.write() as conn:
+        store.update_file(conn, first, final_path=str(settings.archive / "same.csv"))
+    rt = Runtime(settings=settings, store=store)
+    # When the second moves before it
+    moved = worker.pipeline._move_original(rt, store.file(second), settings.archive)
+    # Then the second takes a name of its own, and the first the one it was given
+    assert moved == settings.archive / f"same.{second}.csv"
+    again = worker.pipeline._move_original(rt, store.file(first), settings.archive)
+    assert again == settings.archive / "same.csv"
+    assert "REF-000001" in again.read_text() and "REF-000002" in moved.read_text()

@@ -269,8 +269,15 @@ def _move_original(rt: Runtime, file: sqlite3.Row, folder: Path) -> Path:
     source = Path(file["claimed_path"])
     if file["final_path"] and not (source.exists() or source.is_symlink()):
         return Path(file["final_path"])
-    target = files.final_name(folder, file["name"], file["id"])
     with rt.store.write() as conn:
+        # Chosen and recorded in one transaction: two files of the same name finishing
+        # at once would otherwise both pick folder/name, and the second move replace
+        # the first original.
+        def taken(path: Path) -> bool:
+            sql = "SELECT 1 FROM files WHERE final_path = ? AND id != ? LIMIT 1"
+            return conn.execute(sql, (str(path), file["id"])).fetchone() is not None
+
+        target = files.final_name(folder, file["name"], file["id"], taken)
         rt.store.update_file(conn, file["id"], final_path=str(target))
     if source.exists() or source.is_symlink():
         files.move(source, target)

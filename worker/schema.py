@@ -277,3 +277,10 @@ def m005_cheaper_invoice_indexes(db: sqlite_utils.Database) -> None:
         """,
     ):
         db.execute(sql.format(columns=columns))
+
+
+@migrations()
+def m006_final_paths(db: sqlite_utils.Database) -> None:
+    """An original's place in archive/ or rejected/ is chosen against the names other
+    files were given (and may not have moved to yet): an index, not a scan."""
+    db.executescript("CREATE INDEX files_final_path ON files(final_path);")
