@@ -24,8 +24,10 @@ import re
 import secrets
 import sqlite3
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -229,14 +231,14 @@ def floor_plain(path: Path, db_path: Path) -> dict[str, int]:
             )
     db = sqlite_utils.Database(_connect(db_path))
     with db.atomic():
-        db["invoices"].insert_all(valid)
+        db.table("invoices").insert_all(valid)
     return {"rows": rows, "rejected": rejected, "created": len(valid)}
 
 
 def main(argv: list[str]) -> int:
     command, *args = argv
     paths = [Path(a) for a in args]
-    runs = {
+    runs: dict[str, Callable[..., dict[str, Any]]] = {
         "polars": floor_polars,
         "executemany": floor_executemany,
         "adbc": floor_adbc,

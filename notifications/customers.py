@@ -8,6 +8,7 @@ Amounts and dates are formatted with babel for the invoice's language.
 
 from __future__ import annotations
 
+import sqlite3
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Invoice:
     link: str
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Invoice:
+    def from_row(cls, row: sqlite3.Row | Mapping[str, Any]) -> Invoice:
         return cls(
             number=int(row["invoice_number"]),
             email=str(row["customer_email"]),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -38,7 +38,7 @@ CUSTOMERS = {
 }
 
 
-def _csv(rows: list[tuple[object, ...]], header: tuple[str, ...]) -> bytes:
+def _csv(rows: Sequence[tuple[object, ...]], header: tuple[str, ...]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)

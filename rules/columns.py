@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 
@@ -297,7 +298,8 @@ def column_error(column: Column, ctx: Context) -> pl.Expr:
     if column.max_length:
         branches.append((value.str.len_chars() > column.max_length, "TOO_LONG"))
     branches.extend((value.is_not_null() & rule.fails(ctx), rule.code) for rule in column.rules)
-    expr: pl.Expr | None = None
+    # when/then chains are their own polars types until otherwise() makes an Expr.
+    expr: Any = None
     for condition, code in branches:
         label = pl.lit(f"{code}({column.name})")
         expr = pl.when(condition).then(label) if expr is None else expr.when(condition).then(label)

@@ -84,7 +84,7 @@ class BatchFiles:
             if time.monotonic() - renewed > rt.settings.lease_seconds / 4:
                 renew()
                 renewed = time.monotonic()
-        counts = rt.store.one(
+        counts = rt.store.row(
             "SELECT count(*) AS n, coalesce(sum(status = 'REJECTED'), 0) AS rejected"
             " FROM batch_requests WHERE file_id = ?",
             (file["id"],),
@@ -109,7 +109,7 @@ class BatchFiles:
             json.dump(entries, fh, ensure_ascii=False, indent=2)
             fh.write("\n")
 
-    def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:
+    def errors_csv(self, rt: Runtime, file: kinds.Record) -> bytes | None:
         rows = [
             (number, e)
             for number, e in enumerate(self.entries(rt, file["id"]), start=1)

@@ -76,7 +76,7 @@ def claim(settings: Settings, store: Store, path: Path) -> int | None:
 def orphans(settings: Settings, store: Store) -> list[int]:
     """Register claimed files that have no row (a crash between rename and insert)."""
     known = {r["claimed_path"] for r in store.all("SELECT claimed_path FROM files")}
-    found = []
+    found: list[int] = []
     if not settings.claimed.exists():
         return found
     for folder in settings.claimed.iterdir():

@@ -324,7 +324,7 @@ def report_failures(store: Store, settings: Settings) -> int:
 
 
 def _failure_report(store: Store, envelope: reports.Envelope, file: dict[str, Any]) -> Any:
-    counts = store.one(
+    counts = store.row(
         "SELECT sum(email_state = 'sent') AS sent, sum(email_state = 'failed') AS failed"
         " FROM invoices WHERE file_id = ?",
         (file["id"],),

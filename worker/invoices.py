@@ -100,7 +100,7 @@ class InvoiceFiles:
 
         write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)
 
-    def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:
+    def errors_csv(self, rt: Runtime, file: kinds.Record) -> bytes | None:
         rejected = [
             chunk.filter(~pl.col("valid")).select(
                 "line_number",
@@ -118,7 +118,7 @@ class InvoiceFiles:
 
     def processing_report(self, rt: Runtime, file: Mapping[str, Any]) -> EmailMessage:
         totals, emails, sms = self._tallies(rt, file)
-        late = rt.store.one(
+        late = rt.store.row(
             "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?", (file["id"],)
         )
         return reports.processing(

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from worker.pipeline import Runtime
     from worker.readers import Table
 
+#: A file's row, or a mapping made from it with fields brought up to date.
+Record = sqlite3.Row | Mapping[str, Any]
+
 
 @dataclass
 class Summary:
@@ -59,7 +62,7 @@ class FileKind(Protocol):
     def write_results(self, rt: Runtime, file: sqlite3.Row, target: Path, created: bool) -> None:
         """Write the results file (atomically); ``created`` False when nothing was."""
 
-    def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:
+    def errors_csv(self, rt: Runtime, file: Record) -> bytes | None:
         """Every rejected row as CSV, for the attachment; None when none."""
 
     def processing_report(self, rt: Runtime, file: Mapping[str, Any]) -> EmailMessage:

@@ -87,7 +87,7 @@ class PaymentFiles:
                 )
             rt.kick_webhooks()
             renew()
-        applied = rt.store.one(
+        applied = rt.store.row(
             "SELECT coalesce(sum(created), 0) AS n FROM chunks WHERE file_id = ?", (file_id,)
         )["n"]
         with rt.store.write() as conn:
@@ -95,7 +95,7 @@ class PaymentFiles:
                 conn, file_id, valid=applied, rejected=(file["rows"] or 0) - applied
             )
 
-    def _decided(self, rt: Runtime, file: sqlite3.Row) -> Iterator[pl.DataFrame]:
+    def _decided(self, rt: Runtime, file: kinds.Record) -> Iterator[pl.DataFrame]:
         for _, path in paying.chunk_files(rt.work(file), "decided"):
             yield pl.read_parquet(path)
 
@@ -104,13 +104,13 @@ class PaymentFiles:
         frames = (d.with_columns(safe) for d in self._decided(rt, file))
         write_csv_frames(target, frames, paying.RESULT_COLUMNS)
 
-    def _rejected(self, rt: Runtime, file: sqlite3.Row) -> pl.DataFrame:
+    def _rejected(self, rt: Runtime, file: kinds.Record) -> pl.DataFrame:
         parts = [d.filter(pl.col("status") == "REJECTED") for d in self._decided(rt, file)]
         if parts:
             return pl.concat(parts)
         return pl.DataFrame(schema={c: pl.String for c in paying.RESULT_COLUMNS})
 
-    def errors_csv(self, rt: Runtime, file: sqlite3.Row) -> bytes | None:
+    def errors_csv(self, rt: Runtime, file: kinds.Record) -> bytes | None:
         rejected = self._rejected(rt, file)
         if rejected.is_empty():
             return None
@@ -130,7 +130,7 @@ class PaymentFiles:
             " WHERE file_id = ? GROUP BY currency",
             (file_id,),
         )
-        batches = rt.store.one(
+        batches = rt.store.row(
             "SELECT count(*) AS n FROM payments JOIN invoices USING (invoice_number)"
             " WHERE payments.file_id = ? AND invoices.type = 'BATCH'",
             (file_id,),

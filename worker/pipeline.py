@@ -20,7 +20,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +50,7 @@ class Runtime:
     def envelope(self) -> Envelope:
         return Envelope(sender=self.settings.mail_from, admins=self.settings.admin_emails)
 
-    def work(self, file: sqlite3.Row) -> Path:
+    def work(self, file: kinds.Record) -> Path:
         return self.settings.work / str(file["id"])
 
 
@@ -92,7 +92,7 @@ def set_state(rt: Runtime, file_id: int, state: str, **fields: object) -> None:
     _logged(rt, file_id, state, fields)
 
 
-def _logged(rt: Runtime, file_id: int, state: str, fields: dict[str, object]) -> None:
+def _logged(rt: Runtime, file_id: int, state: str, fields: Mapping[str, object]) -> None:
     file = rt.store.file(file_id)
     keep = ("kind", "rows", "valid", "rejected", "created", "error_code", "result_name")
     extra = {k: v for k, v in fields.items() if k in keep}
@@ -219,7 +219,7 @@ def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     name = _result_stem(rt, file) + kind.result_suffix
     kind.write_results(rt, file, rt.settings.outbox / name, created=True)
     target = _move_original(rt, file, rt.settings.archive)
-    created = rt.store.one(
+    created = rt.store.row(
         "SELECT coalesce(sum(created), 0) AS n FROM chunks WHERE file_id = ?", (file["id"],)
     )
     done = {"created": created["n"], "final_path": str(target)}

@@ -36,7 +36,7 @@ def start(settings: Settings) -> list[BaseProcess]:
     """Start the extra worker processes; returns them for :func:`stop`."""
     context = multiprocessing.get_context("spawn")
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    children = []
+    children: list[BaseProcess] = []
     for n in range(1, count(settings)):
         child = context.Process(target=_main, args=(settings, level), name=f"worker-{n}")
         child.start()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 
 from notifications import outbox, webhook
 from worker import broker as broker_module
@@ -35,7 +35,7 @@ class Parts:
     settings: Settings
     store: Store
     redis: redis_server.RedisServer
-    broker: dramatiq.Broker
+    broker: RedisBroker
     runtime: Runtime
 
 
@@ -116,7 +116,7 @@ class Stopper:
 
 def _unfinished(store: Store) -> int:
     marks = ",".join("?" for _ in RUNNABLE_STATES)
-    row = store.one(f"SELECT count(*) AS n FROM files WHERE state IN ({marks})", RUNNABLE_STATES)
+    row = store.row(f"SELECT count(*) AS n FROM files WHERE state IN ({marks})", RUNNABLE_STATES)
     return int(row["n"])
 
 

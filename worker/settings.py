@@ -134,8 +134,9 @@ def _as_list(value: Any) -> tuple[str, ...]:
 
 
 def _as_accounts(key: str, value: Any) -> dict[str, str]:
+    pairs: list[tuple[Any, Any]]
     if isinstance(value, Mapping):
-        pairs = value.items()
+        pairs = list(value.items())
     else:
         pairs = []
         for item in _as_list(value):

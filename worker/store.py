@@ -163,6 +163,13 @@ class Store:
     def one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()
 
+    def row(self, sql: str, params: Any = ()) -> sqlite3.Row:
+        """The row of a query that always has one (an aggregate: count, sum)."""
+        row = self.one(sql, params)
+        if row is None:
+            raise StateError(f"no row from: {sql}")
+        return row
+
     def all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()
 
