@@ -181,3 +181,5 @@ def test_a_redis_server_orphaned_before_its_url_was_written_is_stopped(tmp_path)
         assert (tmp_path / "redis" / "url").read_text() == second.url
     finally:
         second.stop()
+        first._process.kill()  # had the test failed, no orphan outlives it
+        first._process.wait(10)
