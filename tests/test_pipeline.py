@@ -62,6 +62,7 @@ def test_a_duplicate_file_is_rejected_once_naming_the_first(pipeline, settings):
     pipeline.drop("b.csv", content)
     files = pipeline.wait_final(2)
     assert [f["state"] for f in files] == ["processed", "rejected"]
+    assert [f["lease_owner"] for f in files] == [None, None]
     error = json.loads((settings.outbox / "b.csv.error.json").read_text())
     assert error["code"] == "DUPLICATE_FILE"
     assert "a.csv" in error["message"]

@@ -91,13 +91,11 @@ def orphans(settings: Settings, store: Store) -> list[int]:
     return found
 
 
-def final_name(
-    folder: Path, name: str, file_id: int, taken: Callable[[Path], bool] | None = None
-) -> Path:
+def final_name(folder: Path, name: str, file_id: int, taken: Callable[[Path], bool]) -> Path:
     """``folder/name``, or ``folder/<stem>.<id><ext>`` when an earlier file has that name
     (there, or in ``taken``: given to another file that may not have moved yet)."""
     first = folder / safe_stem(name)
-    if not first.exists() and not first.is_symlink() and not (taken and taken(first)):
+    if not first.exists() and not first.is_symlink() and not taken(first):
         return first
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:

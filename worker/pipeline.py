@@ -30,7 +30,7 @@ from worker import files, kinds, log, readers
 from worker.errors import FileRejected, LeaseHeld, StateError
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
-from worker.store import FINAL_STATES, Store
+from worker.store import RELEASED_STATES, Store
 
 
 @dataclass
@@ -55,10 +55,6 @@ class Runtime:
 
 
 HOST = socket.gethostname()
-#: A file's final transition releases its lease: no write of its own after it.
-NO_LEASE: dict[str, object] = {"lease_owner": None, "lease_until": None}
-#: States in which a run lets go of a file (a person approves the one waiting).
-LET_GO = FINAL_STATES | {"awaiting_approval"}
 
 
 def lease_owner() -> str:
@@ -189,14 +185,10 @@ def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None
         # writes for each file, a fifth of them for a small one.
         if not file["result_name"]:
             _choose_stem(rt, conn, file)
-        rt.store.transition(conn, file["id"], then, **_lease_after(then))
+        rt.store.transition(conn, file["id"], then)
     _logged(rt, file["id"], "validated", counts)
     _logged(rt, file["id"], then, {})
     rt.kick_mail()
-
-
-def _lease_after(state: str) -> dict[str, object]:
-    return NO_LEASE if state in LET_GO else {}
 
 
 def _after_validation(rt: Runtime, file: sqlite3.Row) -> str:
@@ -207,8 +199,7 @@ def _after_validation(rt: Runtime, file: sqlite3.Row) -> str:
 
 def _release(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     """A file left validated (by a version that released it in a write of its own)."""
-    then = _after_validation(rt, file)
-    set_state(rt, file["id"], then, **_lease_after(then))
+    set_state(rt, file["id"], _after_validation(rt, file))
 
 
 def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
@@ -225,7 +216,7 @@ def _process(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
     done = {"created": created["n"], "final_path": str(target)}
     report = kind.processing_report(rt, {**dict(rt.store.file(file["id"])), **done})
     with rt.store.write() as conn:
-        rt.store.transition(conn, file["id"], "processed", **done, **NO_LEASE)
+        rt.store.transition(conn, file["id"], "processed", **done)
         outbox.record(conn, f"file:{file['id']}:processed", "processed", file["id"], report)
     _logged(rt, file["id"], "processed", {"created": created["n"], "result_name": name})
     _cleanup(rt, file)
@@ -320,7 +311,7 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
         errors_csv=errors_csv,
     )
     with rt.store.write() as conn:
-        rt.store.transition(conn, file_id, "rejected", final_path=str(target), **NO_LEASE)
+        rt.store.transition(conn, file_id, "rejected", final_path=str(target))
         outbox.record(conn, f"file:{file_id}:rejected", "rejected", file_id, msg)
     _logged(rt, file_id, "rejected", {"error_code": why.code, "result_name": error_name})
     _cleanup(rt, file)
@@ -335,7 +326,7 @@ def advance(rt: Runtime, file_id: int) -> str:
     owner = lease_owner()
     seconds = rt.settings.lease_seconds
     file = rt.store.file(file_id)
-    if file["state"] in FINAL_STATES or file["state"] == "awaiting_approval":
+    if file["state"] in RELEASED_STATES:
         return str(file["state"])
     if not rt.store.take_lease(file_id, owner, seconds, attempt=True):
         # Read again: the row read above may predate the lease that stopped us.
@@ -358,12 +349,12 @@ def advance(rt: Runtime, file_id: int) -> str:
             raise LeaseHeld(f"file {file_id}: lease lost")
         renewed = time.monotonic()
 
-    # The transition that lets go of the file clears the lease; no write is needed after.
+    # The transition into a released state clears the lease; no write is needed after.
     ended = False
     try:
         while True:
             file = rt.store.file(file_id)
-            if file["state"] in LET_GO:
+            if file["state"] in RELEASED_STATES:
                 ended = True
                 return str(file["state"])
             renew()

@@ -39,6 +39,9 @@ STATES = (
     "failed",
 )
 FINAL_STATES = frozenset({"processed", "rejected", "failed"})
+#: States no run holds a file in (a person approves the one waiting): moving a file
+#: there clears its lease in the same write.
+RELEASED_STATES = FINAL_STATES | {"awaiting_approval"}
 #: States a job may pick up and move on (awaiting_approval waits for a person).
 RUNNABLE_STATES = ("received", "validating", "validated", "processing")
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "sshfs", "9p", "afs", "ceph")
@@ -208,6 +211,8 @@ class Store:
         assert state in STATES, state
         stamp = now_iso()
         fields = {**fields, "state": state, "updated_at": stamp}
+        if state in RELEASED_STATES:
+            fields.update(lease_owner=None, lease_until=None)
         assignments = ", ".join(f"{key} = ?" for key in fields)
         conn.execute(f"UPDATE files SET {assignments} WHERE id = ?", (*fields.values(), file_id))
         conn.execute(
