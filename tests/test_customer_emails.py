@@ -297,7 +297,7 @@ def test_a_worker_killed_while_sending_resends_nothing_it_recorded_as_sent(tmp_p
 
 def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store, smtp):
     # Given invoices whose emails a sender had claimed when its process died
-    from worker import invoice_mail, pipeline
+    from worker import invoice_mail, leases
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -317,7 +317,7 @@ def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store,
         )
         conn.execute(
             "INSERT INTO leases VALUES (?, ?, ?)",
-            (invoice_mail.LEASE, f"{pipeline.HOST}:{dead}:gone", time.time() + 600),
+            (invoice_mail.LEASE, f"{leases.HOST}:{dead}:gone", time.time() + 600),
         )
     # When the reconciler looks, and a sender runs
     assert invoice_mail.due(store)

@@ -17,7 +17,7 @@ import pytest
 from helpers import cli, cli_env, invoice_csv, invoice_row, read_results
 from test_restart import big_invoice_file, db, start, wait_for
 
-from worker import pipeline
+from worker import leases, pipeline
 from worker.errors import LeaseHeld
 from worker.pipeline import Runtime
 
@@ -29,13 +29,13 @@ def test_a_run_holding_the_lease_makes_a_redelivered_job_stand_back(settings, st
 
     file_id = files.claim(settings, store, settings.inbox / "a.csv")
     rt = Runtime(settings=settings, store=store)
-    assert store.take_lease(file_id, f"{pipeline.HOST}:{os.getpid()}:first", 30)
+    assert store.take_lease(file_id, f"{leases.HOST}:{os.getpid()}:first", 30)
     # When the message is delivered a second time
     with pytest.raises(LeaseHeld):
         pipeline.advance(rt, file_id)
     # Then the second run changed nothing, and goes ahead once the lease is released
     assert store.file(file_id)["state"] == "received"
-    store.release_lease(file_id, f"{pipeline.HOST}:{os.getpid()}:first")
+    store.release_lease(file_id, f"{leases.HOST}:{os.getpid()}:first")
     assert pipeline.advance(rt, file_id) == "processed"
 
 
@@ -47,7 +47,7 @@ def test_a_lease_held_by_a_dead_process_is_taken_over_at_once(settings, store):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    assert store.take_lease(file_id, f"{pipeline.HOST}:{dead}:gone", 300)
+    assert store.take_lease(file_id, f"{leases.HOST}:{dead}:gone", 300)
     assert pipeline.advance(Runtime(settings=settings, store=store), file_id) == "processed"
 
 

@@ -14,7 +14,7 @@ import dramatiq
 
 from notifications import outbox, webhook
 from notifications.transport import from_url
-from worker import invoice_mail, log, pipeline
+from worker import groups, invoice_mail, log, pipeline
 from worker.errors import LeaseHeld
 
 _runtime: pipeline.Runtime | None = None
@@ -104,6 +104,18 @@ def advance(file_id: int) -> None:
         log.event("file.lease_held", file_id=file_id, detail=str(why))
 
 
+@dramatiq.actor(
+    queue_name="files",
+    max_retries=20,
+    min_backoff=500,
+    max_backoff=60_000,
+    time_limit=6 * HOUR_MS,
+)
+def advance_many(file_ids: list[int]) -> None:
+    """Take small files as far as they can go now, validating them together."""
+    groups.advance_many(runtime(), file_ids)
+
+
 @dramatiq.actor(queue_name="mail", max_retries=0, time_limit=HOUR_MS)
 def deliver_mail() -> None:
     """Send every email that is due; the reconciler calls again for those deferred."""
@@ -167,4 +179,4 @@ def deliver_invoice_mail() -> None:
         deliver_invoice_mail.send()
 
 
-ALL = (advance, deliver_mail, deliver_webhooks, deliver_invoice_mail)
+ALL = (advance, advance_many, deliver_mail, deliver_webhooks, deliver_invoice_mail)

@@ -32,7 +32,7 @@ from notifications.pacing import Pacer
 from notifications.transport import Transport
 from worker import log
 from worker.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
-from worker.pipeline import lease_owner, owner_is_dead
+from worker.leases import lease_owner, owner_is_dead
 from worker.results import formula_safe_text
 from worker.settings import Settings
 from worker.store import Store, now_iso

@@ -66,6 +66,14 @@ class InvoiceFiles:
             table, self.context(rt), rt.work(file), rt.settings.chunk_rows, exists
         )
 
+    def validate_many(
+        self, rt: Runtime, files: list[tuple[sqlite3.Row, Table, pl.DataFrame]]
+    ) -> list[Summary]:
+        """Files of one chunk each (``raw``, read from ``table``), validated together."""
+        exists = processing.existing_references(rt.store)
+        small = [validation.Small(table, raw, rt.work(file)) for file, table, raw in files]
+        return validation.validate_many(small, self.context(rt), exists)
+
     def reserve(self, rt: Runtime, conn: sqlite3.Connection, summary: Summary) -> int | None:
         return rt.store.reserve_numbers(conn, "invoice_number", summary.valid)
 

@@ -12,14 +12,12 @@ under a key that exists once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import os
 import shutil
-import socket
 import sqlite3
 import stat
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,9 @@ from pathlib import Path
 from notifications import outbox, reports
 from notifications.reports import Envelope
 from worker import files, kinds, log, readers
-from worker.errors import FileRejected, LeaseHeld, StateError
+from worker.errors import FileRejected, StateError
+from worker.kinds import Summary
+from worker.leases import Lease
 from worker.results import error_doc, result_stem, write_json
 from worker.settings import Settings
 from worker.store import RELEASED_STATES, Store
@@ -52,30 +52,6 @@ class Runtime:
 
     def work(self, file: kinds.Record) -> Path:
         return self.settings.work / str(file["id"])
-
-
-HOST = socket.gethostname()
-
-
-def lease_owner() -> str:
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def owner_is_dead(owner: str | None) -> bool:
-    """A lease held by a dead process on this host may be taken over at once."""
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != HOST or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _file_doc(file: sqlite3.Row) -> dict[str, object]:
@@ -126,16 +102,36 @@ def _intake(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
 
 
 def _validate(rt: Runtime, file: sqlite3.Row, renew: Callable[[], None]) -> None:
-    work = rt.work(file)
-    table = readers.open_table(Path(file["claimed_path"]), work, rt.settings.encoding)
+    kind, table, file = open_file(rt, file)
+    summary = kind.validate(rt, file, table)
+    renew()
+    validated(rt, file, kind, summary)
+
+
+def _record(
+    rt: Runtime,
+    file: sqlite3.Row,
+    renew: Callable[[], None],
+    *,
+    kind: kinds.FileKind,
+    summary: Summary,
+) -> None:
+    validated(rt, file, kind, summary)
+
+
+def open_file(rt: Runtime, file: sqlite3.Row) -> tuple[kinds.FileKind, readers.Table, sqlite3.Row]:
+    """The file's table and kind, its kind recorded; the file's row read again."""
+    table = readers.open_table(Path(file["claimed_path"]), rt.work(file), rt.settings.encoding)
     kind = kinds.get(table.kind)
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
     with rt.store.write() as conn:
         rt.store.update_file(conn, file["id"], kind=kind.name)
-    file = rt.store.file(file["id"])
-    summary = kind.validate(rt, file, table)
-    renew()
+    return kind, table, rt.store.file(file["id"])
+
+
+def validated(rt: Runtime, file: sqlite3.Row, kind: kinds.FileKind, summary: Summary) -> None:
+    """Record what validation found (or reject the file for it) and release it onwards."""
     if summary.rows == 0:
         raise FileRejected("EMPTY_FILE", "the file has a header but no data rows", line=2)
     counts = {
@@ -323,41 +319,38 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
 
 def advance(rt: Runtime, file_id: int) -> str:
     """Move a file through as many stages as it can go now; returns where it stopped."""
-    owner = lease_owner()
-    seconds = rt.settings.lease_seconds
     file = rt.store.file(file_id)
     if file["state"] in RELEASED_STATES:
         return str(file["state"])
-    if not rt.store.take_lease(file_id, owner, seconds, attempt=True):
-        # Read again: the row read above may predate the lease that stopped us.
-        holder = rt.store.file(file_id)["lease_owner"]
-        if not owner_is_dead(holder):
-            raise LeaseHeld(f"file {file_id} is leased to {holder}")
-        with rt.store.write() as conn:
-            rt.store.update_file(conn, file_id, lease_owner=None, lease_until=None)
-        if not rt.store.take_lease(file_id, owner, seconds, attempt=True):
-            raise LeaseHeld(f"file {file_id} was taken over by another run")
-    renewed = time.monotonic()
+    lease = Lease(rt.store, file_id, rt.settings.lease_seconds)
+    lease.take()
+    return run(rt, lease)
 
-    def renew() -> None:
-        nonlocal renewed
-        # A lease renewed within the last quarter of its length has most of it left:
-        # renewing after every small step would be a write for nothing.
-        if time.monotonic() - renewed < seconds / 4:
-            return
-        if not rt.store.take_lease(file_id, owner, seconds):
-            raise LeaseHeld(f"file {file_id}: lease lost")
-        renewed = time.monotonic()
 
+def run(
+    rt: Runtime,
+    lease: Lease,
+    pause_at: frozenset[str] = frozenset(),
+    found: tuple[kinds.FileKind, Summary] | None = None,
+) -> str:
+    """Take a leased file through its stages until it is released (which lets go of the
+    lease) or reaches a state in ``pause_at`` (the lease is kept); returns the state.
+
+    ``found``: the file's kind and its validation's summary, its chunks already written
+    (by ``worker.groups``); the validating stage then records them instead."""
+    file_id = lease.file_id
     # The transition into a released state clears the lease; no write is needed after.
-    ended = False
+    keep = False
     try:
         while True:
             file = rt.store.file(file_id)
             if file["state"] in RELEASED_STATES:
-                ended = True
+                keep = True
                 return str(file["state"])
-            renew()
+            if file["state"] in pause_at and not file["error_code"]:
+                keep = True
+                return str(file["state"])
+            lease.renew()
             if file["error_code"]:
                 # A rejection was decided (reject() records it first) and cut short by a
                 # crash: finish it with its own code; the original may already be moved.
@@ -366,13 +359,16 @@ def advance(rt: Runtime, file_id: int) -> str:
                     file_id,
                     FileRejected(file["error_code"], file["error_message"], file["error_line"]),
                 )
-                ended = True
+                keep = True
                 return "rejected"
             stage = STAGES.get(file["state"])
+            if found is not None and file["state"] == "validating":
+                stage = functools.partial(_record, kind=found[0], summary=found[1])
+                found = None
             if stage is None:
                 return str(file["state"])
             try:
-                stage(rt, file, renew)
+                stage(rt, file, lease.renew)
             except FileRejected as why:
                 if file["state"] == "processing":
                     raise
@@ -382,9 +378,8 @@ def advance(rt: Runtime, file_id: int) -> str:
                 _stalled(rt, file, exc)
                 raise
     finally:
-        if not ended:
-            with contextlib.suppress(Exception):
-                rt.store.release_lease(file_id, owner)
+        if not keep:
+            lease.release()
 
 
 def _stalled(rt: Runtime, file: sqlite3.Row, exc: OSError) -> None:

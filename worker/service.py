@@ -21,7 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from notifications import outbox, webhook
 from worker import broker as broker_module
-from worker import invoice_mail, log, processes, redis_server
+from worker import groups, invoice_mail, log, processes, redis_server
 from worker.pipeline import Runtime
 from worker.settings import Settings
 from worker.store import RUNNABLE_STATES, Store
@@ -62,15 +62,24 @@ def parts(settings: Settings) -> Iterator[Parts]:
         redis.stop()
 
 
-def enqueuer(store: Store) -> Callable[[list[int]], None]:
+def enqueuer(store: Store, workers: int = 1) -> Callable[[list[int]], None]:
+    """Sends each file's job: small files in groups (see ``worker.groups``), spread over
+    ``workers`` (threads running jobs, all processes together)."""
     from worker import actors
 
     def enqueue(file_ids: list[int]) -> None:
-        for file_id in file_ids:
+        alone, together = groups.split(store.sizes(file_ids), workers)
+        for file_id in alone:
             actors.advance.send(file_id)
+        for group in together:
+            actors.advance_many.send(group)
         store.mark_enqueued(file_ids)
 
     return enqueue
+
+
+def workers(settings: Settings) -> int:
+    return processes.count(settings) * settings.worker_threads
 
 
 def kick_mail_if_due(store: Store) -> None:
@@ -137,7 +146,8 @@ def run(
         if work:
             worker = broker_module.worker(p.broker, settings.worker_threads)
             worker.start()
-        watcher = Watcher(settings, p.store, enqueuer(p.store)) if watch else None
+        enqueue = enqueuer(p.store, workers(settings))
+        watcher = Watcher(settings, p.store, enqueue) if watch else None
         try:
             if work and children:
                 extra = processes.start(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -257,6 +258,14 @@ class Store:
             (*RUNNABLE_STATES, leased_too, now, now - older_than),
         )
         return [int(r["id"]) for r in rows]
+
+    def sizes(self, file_ids: list[int]) -> list[tuple[int, int]]:
+        """``(id, size)`` of each of these files (in one query, however many)."""
+        rows = self.all(
+            "SELECT id, size FROM files WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(file_ids),),
+        )
+        return [(int(r["id"]), int(r["size"] or 0)) for r in rows]
 
     def mark_enqueued(self, file_ids: list[int]) -> None:
         if not file_ids:

@@ -32,6 +32,9 @@ TICK = 0.05
 #: claim is such a move out of the watched folder, so for this long after a claim the
 #: inbox is also listed on every tick: a file dropped meanwhile is not seen 0.5 s late.
 EVENT_HOLD_SECONDS = 0.5
+#: Claimed files are enqueued this many at a time: workers start on a burst while the
+#: rest of it is still being claimed (about a millisecond a file).
+ENQUEUE_EVERY = 64
 
 
 def _size_and_mtime(path: str) -> tuple[int, int]:
@@ -148,7 +151,8 @@ class Watcher:
                     ready.append(path)
             for path in gone + ready:
                 self._seen.pop(path, None)
-        claimed = []
+        claimed: list[int] = []
+        unsent: list[int] = []
         for path in ready:
             try:
                 file_id = files.claim(self.settings, self.store, Path(path))
@@ -157,9 +161,14 @@ class Watcher:
                 continue
             if file_id is not None:
                 claimed.append(file_id)
+                unsent.append(file_id)
+            if len(unsent) >= ENQUEUE_EVERY:
+                self.enqueue(unsent)
+                unsent = []
+        if unsent:
+            self.enqueue(unsent)
         if claimed:
             self._list_until = time.monotonic() + EVENT_HOLD_SECONDS
-            self.enqueue(claimed)
         return claimed
 
     def reconcile(self, *, at_start: bool = False) -> None:
