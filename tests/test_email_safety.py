@@ -248,3 +248,44 @@ def test_a_file_with_too_many_errors_is_reported_with_its_errors_attached(
         "3,REF-000002,INVALID_AMOUNT(amount)",
         "4,REF-000003,INVALID_CURRENCY(currency)",
     ]
+
+
+def test_emails_built_one_after_another_keep_their_own_headers():
+    # Given a report with an attachment, a customer's email, and the report again: the
+    # MIME headers they share are parsed once and reused
+    file = {"id": 1, "name": "a.csv", "kind": "invoices"}
+    errors = b"line_number,merchant_reference,errors\r\n2,A,INVALID_AMOUNT(amount)\r\n"
+
+    def report() -> EmailMessage:
+        return reports.rejection(
+            ENVELOPE, file, code="TOO_MANY_ERRORS", message="m", line=None,
+            result_name="a.csv.error.json", rejected=1, errors_csv=errors,
+        )  # fmt: skip
+
+    sent = [
+        report(),
+        invoice_email(Merchant("Shop", "billing@example.org"), invoice(language="ar")),
+    ]
+    sent.append(report())
+    wires = [on_the_wire(m) for m in sent]
+    # Then each one reads back with its own structure and headers
+    first, customer, again = wires
+    for wire in (first, again):
+        assert wire["Auto-Submitted"] == "auto-generated"
+        parts = [p.get_content_type() for p in wire.walk()]
+        assert parts == [
+            "multipart/mixed",
+            "multipart/alternative",
+            "text/plain",
+            "text/html",
+            "text/csv",
+        ]
+        assert next(p for p in wire.walk() if p.get_filename()).get_content() in (
+            errors,
+            errors.decode(),
+        )
+    assert "Auto-Submitted" not in customer
+    assert [p.get_content_type() for p in customer.walk()][1:] == ["text/plain", "text/html"]
+    # And no two share a MIME boundary
+    boundaries = [p.get_boundary() for w in wires for p in w.walk() if p.is_multipart()]
+    assert len(set(boundaries)) == len(boundaries)

@@ -19,6 +19,10 @@ from worker.errors import LeaseHeld
 
 _runtime: pipeline.Runtime | None = None
 HOUR_MS = 3_600_000
+#: A worker takes a file's job before an email delivery whenever it holds both (dramatiq
+#: runs the lowest number first): in a burst the ERP's results come first, and the
+#: emails, already recorded, follow. The file jobs have the default, 0.
+MAIL_PRIORITY = 100
 
 
 #: At most one kick per actor per this many seconds from a process: a burst of small
@@ -116,7 +120,7 @@ def advance_many(file_ids: list[int]) -> None:
     groups.advance_many(runtime(), file_ids)
 
 
-@dramatiq.actor(queue_name="mail", max_retries=0, time_limit=HOUR_MS)
+@dramatiq.actor(queue_name="mail", max_retries=0, time_limit=HOUR_MS, priority=MAIL_PRIORITY)
 def deliver_mail() -> None:
     """Send every email that is due; the reconciler calls again for those deferred."""
     rt = runtime()
@@ -162,7 +166,9 @@ def deliver_webhooks() -> None:
             return
 
 
-@dramatiq.actor(queue_name="customer-mail", max_retries=0, time_limit=HOUR_MS)
+@dramatiq.actor(
+    queue_name="customer-mail", max_retries=0, time_limit=HOUR_MS, priority=MAIL_PRIORITY
+)
 def deliver_invoice_mail() -> None:
     """Send the customers' invoice emails that are due, paced; one sender at a time."""
     rt = runtime()
