@@ -219,3 +219,19 @@ def test_a_chunk_written_again_is_read_anew_not_from_memory(tmp_path: Path) -> N
     # Then what is read is the new chunk
     assert recent.read(path)["valid"].to_list() == [False]
     assert recent.read(path, ["valid"]).columns == ["valid"]
+
+
+def test_recent_chunks_are_kept_up_to_a_number_of_rows(tmp_path: Path) -> None:
+    from worker.validation import RecentChunks
+
+    # Given a memory of 25 rows, and 64 chunks of 10 rows written one after another
+    # (as four threads, each through a group of 16 small files, would write them)
+    recent = RecentChunks(keep_rows=25)
+    paths = [tmp_path / f"chunk-{n:05d}.parquet" for n in range(64)]
+    for n, path in enumerate(paths):
+        frame = pl.DataFrame({"line_number": range(10), "valid": [n % 2 == 0] * 10})
+        frame.write_parquet(path)
+        recent.put(path, frame.with_columns(kept=pl.lit(True)))
+    # Then the last two are read from memory, and every earlier one from its file
+    assert [("kept" in recent.read(p).columns) for p in paths[-3:]] == [False, True, True]
+    assert recent.read(paths[0])["valid"].to_list() == [True] * 10

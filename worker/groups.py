@@ -61,11 +61,12 @@ def advance_many(rt: Runtime, file_ids: list[int]) -> None:
     the others: the first is raised at the end, so that the message is retried (and the
     files finished meanwhile are skipped then)."""
     failures: list[Exception] = []
-    waiting = []
-    for lease in (_take(rt, file_id) for file_id in file_ids):
-        if lease is not None and _run(rt, lease, failures, VALIDATING) == "validating":
-            waiting.append(lease)
+    waiting: list[Lease] = []
     try:
+        for file_id in file_ids:
+            lease = _take(rt, file_id, failures)
+            if lease is not None and _run(rt, lease, failures, VALIDATING) == "validating":
+                waiting.append(lease)
         try:
             found = _validate_together(rt, waiting)
         except Exception as exc:
@@ -84,14 +85,19 @@ def advance_many(rt: Runtime, file_ids: list[int]) -> None:
         raise failures[0]
 
 
-def _take(rt: Runtime, file_id: int) -> Lease | None:
-    if rt.store.file(file_id)["state"] in RELEASED_STATES:
-        return None
+def _take(rt: Runtime, file_id: int, failures: list[Exception]) -> Lease | None:
+    """The file's lease, or None when it is done, held by another run, or the store
+    failed (kept in ``failures``)."""
     lease = Lease(rt.store, file_id, rt.settings.lease_seconds)
     try:
+        if rt.store.file(file_id)["state"] in RELEASED_STATES:
+            return None
         lease.take()
     except LeaseHeld as why:
         log.event("file.lease_held", file_id=file_id, detail=str(why))
+        return None
+    except Exception as exc:
+        failures.append(exc)
         return None
     return lease
 

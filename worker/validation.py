@@ -278,12 +278,15 @@ class RecentChunks:
     """The small chunks this process wrote last, kept in memory: a small file's later
     stages read its chunk three times just after it was written, and reading Parquet
     costs more than their work. Keyed by the file's inode, mtime and size, so a chunk
-    written again (a re-run) is never mistaken for the one kept."""
+    written again (a re-run) is never mistaken for the one kept. Bounded by rows, not
+    chunks: each thread may be through a group of small files at once."""
 
-    def __init__(self, max_rows: int = 10_000, keep: int = 16) -> None:
+    def __init__(self, max_rows: int = 10_000, keep_rows: int = 160_000, keep: int = 1024) -> None:
         self.max_rows = max_rows
+        self.keep_rows = keep_rows
         self.keep = keep
         self._frames: OrderedDict[tuple[str, int, int, int], pl.DataFrame] = OrderedDict()
+        self._rows = 0
         self._lock = threading.Lock()
 
     @staticmethod
@@ -296,9 +299,11 @@ class RecentChunks:
             return
         key = self._key(path)
         with self._lock:
+            old = self._frames.pop(key, None)
+            self._rows += len(frame) - (len(old) if old is not None else 0)
             self._frames[key] = frame
-            while len(self._frames) > self.keep:
-                self._frames.popitem(last=False)
+            while self._rows > self.keep_rows or len(self._frames) > self.keep:
+                self._rows -= len(self._frames.popitem(last=False)[1])
 
     def read(self, path: Path, columns: list[str] | None = None) -> pl.DataFrame:
         with self._lock:
