@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import dramatiq
 
@@ -23,6 +24,14 @@ HOUR_MS = 3_600_000
 #: runs the lowest number first): in a burst the ERP's results come first, and the
 #: emails, already recorded, follow. The file jobs have the default, 0.
 MAIL_PRIORITY = 100
+#: A file's job (alone or in a group): retried with backoff, for up to six hours a run.
+FILE_JOBS: dict[str, Any] = {
+    "queue_name": "files",
+    "max_retries": 20,
+    "min_backoff": 500,
+    "max_backoff": 60_000,
+    "time_limit": 6 * HOUR_MS,
+}
 
 
 #: At most one kick per actor per this many seconds from a process: a burst of small
@@ -92,13 +101,7 @@ def runtime() -> pipeline.Runtime:
     return _runtime
 
 
-@dramatiq.actor(
-    queue_name="files",
-    max_retries=20,
-    min_backoff=500,
-    max_backoff=60_000,
-    time_limit=6 * HOUR_MS,
-)
+@dramatiq.actor(**FILE_JOBS)
 def advance(file_id: int) -> None:
     """Take a file as far through its stages as it can go now."""
     try:
@@ -108,13 +111,7 @@ def advance(file_id: int) -> None:
         log.event("file.lease_held", file_id=file_id, detail=str(why))
 
 
-@dramatiq.actor(
-    queue_name="files",
-    max_retries=20,
-    min_backoff=500,
-    max_backoff=60_000,
-    time_limit=6 * HOUR_MS,
-)
+@dramatiq.actor(**FILE_JOBS)
 def advance_many(file_ids: list[int]) -> None:
     """Take small files as far as they can go now, validating them together."""
     groups.advance_many(runtime(), file_ids)

@@ -28,7 +28,7 @@ from notifications import webhook
 from rules import payments as rules
 from rules import values
 from rules.columns import Context
-from worker import documents
+from worker import documents, validation
 from worker.kinds import Summary
 from worker.readers import Table
 from worker.store import now_iso
@@ -84,17 +84,12 @@ class PaymentValidator:
         seen = (~refs.is_first_distinct() | refs.is_in(self.seen.implode())).fill_null(False)
         self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
         checked = frame.with_columns(_seen_in_file=seen).with_columns(format_errors=self._format)
-        s = self.summary
-        bad = checked.filter(pl.col("format_errors") != "")
-        s.rows += len(checked)
-        s.rejected += len(bad)
-        s.valid += len(checked) - len(bad)
-        s.chunks += 1
-        room = 20 - len(s.first_errors)
-        if room > 0:
-            s.first_errors.extend(
-                bad.head(room).select("line_number", "payment_reference", "format_errors").rows()
-            )
+        validation.count(
+            self.summary,
+            checked,
+            pl.col("format_errors") != "",
+            ("line_number", "payment_reference", "format_errors"),
+        )
         return checked
 
     def run(self, table: Table, chunk_rows: int) -> Iterator[pl.DataFrame]:

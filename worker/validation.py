@@ -256,18 +256,25 @@ def unknown_columns(table: Table) -> list[str]:
     return [c for c in table.columns if c not in COLUMN_NAMES and c != "line_number"]
 
 
-def count(s: Summary, checked: pl.DataFrame) -> None:
-    """Add a validated chunk to its file's summary."""
-    rejected = checked.filter(~pl.col("valid"))
+NOT_VALID = ~pl.col("valid")
+
+
+def count(
+    s: Summary,
+    checked: pl.DataFrame,
+    rejected_when: pl.Expr = NOT_VALID,
+    first_errors: tuple[str, str, str] = ("line_number", "merchant_reference", "errors"),
+) -> None:
+    """Add a validated chunk to its file's summary; ``first_errors`` names the line,
+    reference and errors columns of the rejected rows it lists."""
+    rejected = checked.filter(rejected_when)
     s.rows += len(checked)
     s.rejected += len(rejected)
     s.valid += len(checked) - len(rejected)
     s.chunks += 1
     room = 20 - len(s.first_errors)
     if room > 0:
-        s.first_errors.extend(
-            rejected.head(room).select("line_number", "merchant_reference", "errors").rows()
-        )
+        s.first_errors.extend(rejected.head(room).select(first_errors).rows())
 
 
 def chunk_path(folder: Path, index: int) -> Path:
