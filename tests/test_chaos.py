@@ -63,7 +63,9 @@ def spawn(home: Path, command: str, env: dict[str, str]) -> subprocess.Popen[byt
     )
 
 
-def chaos(tmp_path: Path, seed: int, kills: int, files: int, max_rows: int) -> None:
+def chaos(
+    tmp_path: Path, seed: int, kills: int, files: int, max_rows: int, per_round: int = 3
+) -> None:
     rng = random.Random(seed)
     home = tmp_path
     (home / "inbox").mkdir()
@@ -75,7 +77,7 @@ def chaos(tmp_path: Path, seed: int, kills: int, files: int, max_rows: int) -> N
         procs = [spawn(home, "watch", env)] + [
             spawn(home, "worker", env) for _ in range(rng.randint(1, 2))
         ]
-        for _ in range(rng.randint(0, 3)):
+        for _ in range(rng.randint(0, per_round)):
             if pending:
                 drop(home, pending.pop(0))
         time.sleep(rng.uniform(0.2, 2.0))
@@ -137,7 +139,18 @@ def test_kill_9_at_random_moments_loses_nothing_and_creates_nothing_twice(tmp_pa
     chaos(tmp_path, seed, kills=20, files=12, max_rows=3000)
 
 
+def test_kill_9_during_bursts_of_small_files_loses_nothing_and_creates_nothing_twice(tmp_path):
+    # Up to 12 small files a round: claimed together, they go through worker/groups.py.
+    chaos(tmp_path, 3, kills=12, files=60, max_rows=40, per_round=12)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(10, 15))
 def test_kill_9_nightly(tmp_path, seed):
     chaos(tmp_path, seed, kills=100, files=60, max_rows=30_000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(20, 23))
+def test_kill_9_nightly_during_bursts_of_small_files(tmp_path, seed):
+    chaos(tmp_path, seed, kills=60, files=300, max_rows=40, per_round=12)
