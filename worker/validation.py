@@ -171,6 +171,8 @@ def expressions(ctx: Context) -> tuple[pl.Expr, list[pl.Expr]]:
     return built
 
 
+#: A row with no error, once the rules have run.
+VALID = pl.col("errors") == ""
 #: Chunks of this many rows or more are validated by polars' streaming engine.
 STREAMING_FROM_ROWS = 10_000
 #: Chunks under this many rows are validated without optimising the query plan.
@@ -196,8 +198,7 @@ class InvoiceValidator:
         frame = _prepare(raw)
         refs = frame["merchant_reference"]
         seen_in_file = ~refs.is_first_distinct() | self.seen.met(refs)
-        valid = pl.col("errors") == ""
-        ordinal = valid.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
+        ordinal = VALID.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
         checked = self.check(frame, seen_in_file, ordinal)
         count(self.summary, checked)
         return checked
@@ -213,7 +214,7 @@ class InvoiceValidator:
         ``ordinal`` numbers the valid rows; ``keep`` columns pass through, last."""
         refs = frame["merchant_reference"]
         exists = self.exists(refs) if self.exists else pl.repeat(False, len(refs), eager=True)
-        valid = pl.col("errors") == ""
+        valid = VALID
         # One lazy query, not eager steps: the optimiser then evaluates each shared
         # subexpression once (the expiry date is parsed by two rules and normalised,
         # the notification list is split by three), about 40% of validation time.
@@ -327,13 +328,18 @@ def validate_to(
     table: Table, ctx: Context, folder: Path, chunk_rows: int, exists: ExistsCheck | None
 ) -> Summary:
     """Validate ``table`` into chunk files under ``folder`` (replacing any earlier try)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("chunk-*.parquet"):
-        old.unlink()
+    _clear(folder)
     validator = InvoiceValidator(ctx, exists)
     for index, chunk in enumerate(validator.run(table, chunk_rows)):
         _write_chunk(folder, index, chunk)
     return validator.summary
+
+
+def _clear(folder: Path) -> None:
+    """The folder, without the chunks of an earlier try."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("chunk-*.parquet"):
+        old.unlink()
 
 
 def _write_chunk(folder: Path, index: int, chunk: pl.DataFrame) -> None:
@@ -372,16 +378,13 @@ def validate_many(files: list[Small], ctx: Context, exists: ExistsCheck | None) 
     seen_in_file = frame.select(
         (~pl.col("merchant_reference").is_first_distinct()).over("_file")
     ).to_series()
-    valid = pl.col("errors") == ""
-    ordinal = (valid.cast(pl.Int64).cum_sum() - 1).over("_file")
+    ordinal = (VALID.cast(pl.Int64).cum_sum() - 1).over("_file")
     checked = InvoiceValidator(ctx, exists).check(frame, seen_in_file, ordinal, keep=("_file",))
     parts = checked.partition_by("_file", as_dict=True, include_key=False)
     empty = checked.clear().drop("_file")
     summaries = []
     for i, f in enumerate(files):
-        f.folder.mkdir(parents=True, exist_ok=True)
-        for old in f.folder.glob("chunk-*.parquet"):
-            old.unlink()
+        _clear(f.folder)
         chunk = parts.get((i,), empty)
         summary = Summary(unknown_columns=unknown_columns(f.table))
         count(summary, chunk)
