@@ -76,24 +76,26 @@ def _floor_cmd(*args: str) -> list[str]:
 
 
 def _fresh_db(folder: Path) -> Path:
-    from worker.store import Store
+    from worker.state import SQLiteStore
 
     shutil.rmtree(folder, ignore_errors=True)
     db = folder / "state.db"
-    Store(db).open().close()
+    SQLiteStore(db).open().close()
     return db
 
 
 def valid_rows(source: Path, target: Path) -> Path:
     """The file's valid rows shaped as ``invoices`` rows, by the product's own code (untimed)."""
-    from worker.invoices import rules_context
-    from worker.processing import invoice_rows
-    from worker.readers import open_table
-    from worker.validation import read_chunks, validate_to
+    from worker.intake.readers import open_table
+    from worker.kinds import KINDS
+    from worker.kinds.context import rules_context
+    from worker.kinds.invoices.processing import invoice_rows
+    from worker.kinds.invoices.validation import validate_to
+    from worker.pipeline.chunks import read_all as read_chunks
 
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         folder = Path(work)
-        table = open_table(source, folder)
+        table = open_table(source, folder, KINDS.signatures)
         validate_to(table, rules_context((), {}, None), folder / "chunks", 100_000, None)
         frames = [
             invoice_rows(chunk, 1, 100_000_000_001, "https://pay.example.com/pay/")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from notifications.outbox import StoreLike
+from worker.delivery.outbox import StoreLike
 from worker.errors import DeliveryError
 
 SIGNATURE_HEADER = "X-Invoice-Worker-Signature"
@@ -111,7 +111,7 @@ def record(conn: Any, rows: Iterable[tuple[str, int, bytes, str]]) -> None:
 
 def _claim(store: StoreLike, limit: int) -> list[Any]:
     now = time.time()
-    with store.write() as conn:
+    with store.atomic() as conn:
         rows = conn.execute(
             "SELECT id, invoice_number, body, attempts FROM webhooks WHERE state = 'pending'"
             " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
@@ -125,7 +125,7 @@ def _claim(store: StoreLike, limit: int) -> list[Any]:
 
 
 def _sent(store: StoreLike, row_id: int) -> None:
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute(
             "UPDATE webhooks SET state = 'sent', last_error = NULL, next_attempt_at = 0,"
             " sent_at = strftime('%Y-%m-%dT%H:%M:%SZ','now') WHERE id = ?",
@@ -134,7 +134,7 @@ def _sent(store: StoreLike, row_id: int) -> None:
 
 
 def _deferred(store: StoreLike, row_id: int, error: str, retry_at: float, rest: list[int]) -> None:
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute(
             "UPDATE webhooks SET last_error = ?, next_attempt_at = ? WHERE id = ?",
             (error, retry_at, row_id),

@@ -15,13 +15,14 @@ import pytest
 from helpers import WEBHOOK_SECRET, drop, wait_files
 from mailserver import MailServer
 
-from worker import broker as broker_module
 from worker import log
-from worker.pipeline import Runtime
-from worker.redis_server import EmbeddedRedis
+from worker.intake.watcher import Watcher
+from worker.kinds import KINDS
+from worker.pipeline.runtime import Runtime
+from worker.service import broker as broker_module
+from worker.service.redis import EmbeddedRedis
 from worker.settings import Settings, load
-from worker.store import Store
-from worker.watcher import Watcher
+from worker.state import File, SQLiteStore, Store
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,7 +58,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    s = Store(settings.state_db).open()
+    s = SQLiteStore(settings.state_db).open()
     yield s
     s.close()
 
@@ -74,10 +75,11 @@ class Harness:
     """The pipeline in this process: real broker, real worker threads, real watcher."""
 
     def __init__(self, settings: Settings, store: Store, broker: Any) -> None:
-        from worker import actors, service
+        from worker.service import actors
+        from worker.service import run as service
 
         self.settings, self.store, self.broker = settings, store, broker
-        self.runtime = Runtime(settings=settings, store=store)
+        self.runtime = Runtime(settings=settings, store=store, kinds=KINDS)
         actors.bind(self.runtime)
         self.worker = broker_module.worker(broker, settings.worker_threads)
         self.watcher = Watcher(settings, store, service.enqueuer(store))
@@ -92,7 +94,7 @@ class Harness:
         return self
 
     def _loop(self) -> None:
-        from worker import service
+        from worker.service import run as service
 
         while not self._stop.is_set():
             if self.watcher.step():
@@ -110,7 +112,7 @@ class Harness:
     def drop(self, name: str, content: str | bytes) -> Path:
         return drop(self.settings, name, content)
 
-    def wait_final(self, count: int = 1, timeout: float = 30, **kw: Any) -> list[dict[str, Any]]:
+    def wait_final(self, count: int = 1, timeout: float = 30, **kw: Any) -> list[File]:
         return wait_files(self.store, count, timeout, **kw)
 
     def wait_mail(self, timeout: float = 10) -> None:

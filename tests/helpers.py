@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from worker.settings import Settings
-from worker.store import FINAL_STATES, Store
+from worker.state import File, Store
+from worker.state.files import FINAL_STATES
 
 INVOICE_HEADER = (
     "service_command",
@@ -92,17 +93,15 @@ def wait_files(
     count: int,
     timeout: float = 30,
     states: frozenset[str] = FINAL_STATES | {"awaiting_approval"},
-) -> list[dict[str, Any]]:
+) -> list[File]:
     deadline = time.monotonic() + timeout
-    rows: list[dict[str, Any]] = []
+    rows: list[File] = []
     while time.monotonic() < deadline:
-        rows = [dict(r) for r in store.all("SELECT * FROM files ORDER BY id")]
-        if len(rows) >= count and all(r["state"] in states for r in rows):
+        rows = [File.from_row(r) for r in store.all("SELECT * FROM files ORDER BY id")]
+        if len(rows) >= count and all(r.state in states for r in rows):
             return rows
         time.sleep(0.05)
-    raise AssertionError(
-        f"files not final after {timeout}s: {[(r['id'], r['state']) for r in rows]}"
-    )
+    raise AssertionError(f"files not final after {timeout}s: {[(r.id, r.state) for r in rows]}")
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
@@ -169,7 +168,7 @@ def payment_csv(rows: list[dict[str, Any]]) -> str:
     return invoice_csv(rows, PAYMENT_HEADER)
 
 
-def run_file(h: Any, name: str, content: str | bytes, timeout: float = 30) -> dict[str, Any]:
+def run_file(h: Any, name: str, content: str | bytes, timeout: float = 30) -> File:
     """Drop one file through a running pipeline harness; returns its final files row."""
     before = h.store.one("SELECT count(*) AS n FROM files")["n"]
     h.drop(name, content)
@@ -180,10 +179,10 @@ def create_invoices(h: Any, rows: list[dict[str, Any]], name: str = "invoices.cs
     """Invoices made the real way (an invoice file through the pipeline): their numbers,
     in row order."""
     file = run_file(h, name, invoice_csv(rows))
-    assert file["state"] == "processed" and file["created"] == len(rows), file
+    assert file.state == "processed" and file.created == len(rows), file
     numbers = h.store.all(
         "SELECT invoice_number FROM invoices WHERE file_id = ? ORDER BY line_number",
-        (file["id"],),
+        (file.id,),
     )
     return [int(r["invoice_number"]) for r in numbers]
 

@@ -57,7 +57,7 @@ def test_a_batch_request_links_its_invoices_and_answers_201_with_every_field(
     body = batch_request("TX-1", [a, b], description="March, paid as one")
     file = run_file(pipeline, "batch.json", json.dumps(body))
     # Then the request is created with every response field
-    assert file["state"] == "processed" and file["created"] == 1
+    assert file.state == "processed" and file.created == 1
     [entry] = batch_results(settings, "batch.json")
     assert (entry["transactionId"], entry["status"], entry["httpStatus"]) == (
         "TX-1",
@@ -104,7 +104,7 @@ def test_csv_rows_of_one_transaction_form_one_batch(pipeline, settings):
         f"Transaction_ID;invoice_number;description\r\nTX-A;{a};first\r\nTX-B;{c};\r\nTX-A;{b};\r\n"
     )
     file = run_file(pipeline, "batches.csv", csv_text)
-    assert file["state"] == "processed" and file["created"] == 2
+    assert file.state == "processed" and file.created == 2
     first, second = batch_results(settings, "batches.csv")
     assert first["transactionId"] == "TX-A" and first["lineNumbers"] == [2, 4]
     assert first["data"]["childInvoices"] == [str(a), str(b)]
@@ -130,7 +130,7 @@ def _pay(h, reference: str, number: int, amount: int) -> None:
     file = run_file(
         h, f"pay-{reference}.csv", payment_csv([payment_row(reference, number, amount)])
     )
-    assert file["created"] == 1
+    assert file.created == 1
 
 
 CODE_CASES = {
@@ -188,7 +188,7 @@ def test_each_batch_code_is_reported_with_the_invoices_that_caused_it(
     # When a batch request names them
     file = run_file(pipeline, "batch.json", json.dumps(batch_request(tx, numbers)))
     # Then it is rejected with that code alone, naming the invoices that caused it
-    assert file["state"] == "processed" and file["created"] == 0
+    assert file.state == "processed" and file.created == 0
     [entry] = batch_results(settings, "batch.json")
     assert entry["status"] == "REJECTED" and entry["data"] is None
     assert entry["httpStatus"] == status
@@ -201,7 +201,7 @@ def test_each_batch_code_is_reported_with_the_invoices_that_caused_it(
         pipeline.store.one(
             "SELECT count(*) AS n FROM invoices WHERE type = 'BATCH' AND transaction_id = 'TX-NEW'"
             " AND file_id = ?",
-            (file["id"],),
+            (file.id,),
         )["n"]
         == 0
     )
@@ -292,7 +292,7 @@ def test_batch_files_racing_for_one_invoice_link_it_once(make_pipeline, settings
 )
 def test_a_batch_file_that_cannot_be_used_is_rejected_whole(pipeline, settings, content, code):
     file = run_file(pipeline, "bad.json", content)
-    assert file["state"] == "rejected"
+    assert file.state == "rejected"
     error = json.loads((settings.outbox / "bad.json.error.json").read_text())
     assert error["code"] == code
     assert (settings.rejected / "bad.json").read_text() == content

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.generate import BAD_KINDS, BAD_SHARE, bad_rows, invoices_text, write_invoices
-from worker import checking
+from worker import kinds as checking
 from worker.settings import Settings
 
 

@@ -236,9 +236,9 @@ def test_eml_mode_writes_one_file_per_invoice_and_a_repeat_replaces_it(pipeline,
     target = settings.mail / f"invoice-{invoice['invoice_number']}.eml"
     assert target.exists()
     # When the email is sent again (as after a crash before its 'sent' mark)
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute("UPDATE invoices SET email_state = 'pending', email_next_at = 0")
-    from worker import actors
+    from worker.service import actors
 
     actors.deliver_invoice_mail.send()
     pipeline.wait_mail()
@@ -297,12 +297,13 @@ def test_a_worker_killed_while_sending_resends_nothing_it_recorded_as_sent(tmp_p
 
 def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store, smtp):
     # Given invoices whose emails a sender had claimed when its process died
-    from worker import invoice_mail, leases
+    from worker.delivery import customers as invoice_mail
+    from worker.state import leases
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute(
             "INSERT INTO files (id, name, claimed_path, state, received_at, updated_at)"
             " VALUES (1, 'f.csv', 'x', 'processed', 'now', 'now')"
@@ -334,7 +335,7 @@ def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store,
 
 def test_a_live_sender_holding_the_lease_makes_a_second_stand_back(settings, store, smtp):
     from notifications.transport import Smtp
-    from worker import invoice_mail
+    from worker.delivery import customers as invoice_mail
 
     assert invoice_mail.take_lease(store, "this-host:1:first")
     assert invoice_mail.deliver(store, Smtp(smtp.url), settings) is None

@@ -17,48 +17,53 @@ import pytest
 from helpers import cli, cli_env, invoice_csv, invoice_row, read_results
 from test_restart import big_invoice_file, db, start, wait_for
 
-from worker import leases, pipeline
 from worker.errors import LeaseHeld
-from worker.pipeline import Runtime
+from worker.kinds import KINDS
+from worker.pipeline import stages as pipeline
+from worker.pipeline.runtime import Runtime
+from worker.state import files, leases
 
 
 def test_a_run_holding_the_lease_makes_a_redelivered_job_stand_back(settings, store):
     # Given a claimed file whose lease is held by a live run (this process)
     (settings.inbox / "a.csv").write_text(invoice_csv([invoice_row(1)]))
-    from worker import files
+    from worker.intake import claim
 
-    file_id = files.claim(settings, store, settings.inbox / "a.csv")
-    rt = Runtime(settings=settings, store=store)
+    file_id = claim.claim(settings, store, settings.inbox / "a.csv")
+    rt = Runtime(settings=settings, store=store, kinds=KINDS)
     assert store.take_lease(file_id, f"{leases.HOST}:{os.getpid()}:first", 30)
     # When the message is delivered a second time
     with pytest.raises(LeaseHeld):
         pipeline.advance(rt, file_id)
     # Then the second run changed nothing, and goes ahead once the lease is released
-    assert store.file(file_id)["state"] == "received"
+    assert files.get(store, file_id).state == "received"
     store.release_lease(file_id, f"{leases.HOST}:{os.getpid()}:first")
     assert pipeline.advance(rt, file_id) == "processed"
 
 
 def test_a_lease_held_by_a_dead_process_is_taken_over_at_once(settings, store):
     (settings.inbox / "a.csv").write_text(invoice_csv([invoice_row(1)]))
-    from worker import files
+    from worker.intake import claim
 
-    file_id = files.claim(settings, store, settings.inbox / "a.csv")
+    file_id = claim.claim(settings, store, settings.inbox / "a.csv")
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
     assert store.take_lease(file_id, f"{leases.HOST}:{dead}:gone", 300)
-    assert pipeline.advance(Runtime(settings=settings, store=store), file_id) == "processed"
+    assert (
+        pipeline.advance(Runtime(settings=settings, store=store, kinds=KINDS), file_id)
+        == "processed"
+    )
 
 
 # Chunks of 200 rows are bound row by row; chunks of 1,000 go through staging files.
 @pytest.mark.parametrize("chunk_rows", [200, 1000])
 def test_concurrent_deliveries_of_one_file_create_each_invoice_once(settings, store, chunk_rows):
     (settings.inbox / "a.csv").write_text(invoice_csv([invoice_row(i) for i in range(1, 2001)]))
-    from worker import files
+    from worker.intake import claim
 
-    file_id = files.claim(settings, store, settings.inbox / "a.csv")
-    rt = Runtime(settings=settings.with_(chunk_rows=chunk_rows), store=store)
+    file_id = claim.claim(settings, store, settings.inbox / "a.csv")
+    rt = Runtime(settings=settings.with_(chunk_rows=chunk_rows), store=store, kinds=KINDS)
     outcomes: list[str] = []
 
     def deliver() -> None:
@@ -88,13 +93,13 @@ def test_an_outbox_that_cannot_be_written_holds_the_file_until_it_can(
     wait_for(lambda: store.one("SELECT 1 FROM outbox WHERE kind = 'stalled'"), timeout=20)
     # Then it is not marked done, the original is kept, the administrators are told
     file = store.one("SELECT * FROM files")
-    assert file["state"] == "processing"
-    assert Path(file["claimed_path"]).exists()
+    assert file.state == "processing"
+    assert Path(file.claimed_path).exists()
     # And it completes once the folder is back, with each invoice once
     settings.outbox.unlink()
     settings.outbox.mkdir()
     [file] = h.wait_final(timeout=60)
-    assert file["state"] == "processed"
+    assert file.state == "processed"
     assert len(read_results(settings.outbox / "a.csv.results.csv")) == 1
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 1
 
@@ -104,7 +109,7 @@ def test_a_symlink_is_rejected_without_reading_its_target(pipeline, settings, tm
     secret.write_text(invoice_csv([invoice_row(1)]))
     os.symlink(secret, settings.inbox / "link.csv")
     [file] = pipeline.wait_final()
-    assert file["state"] == "rejected"
+    assert file.state == "rejected"
     error = json.loads((settings.outbox / "link.csv.error.json").read_text())
     assert error["code"] == "UNREADABLE_FILE"
     assert (settings.rejected / "link.csv").is_symlink()
@@ -115,7 +120,7 @@ def test_a_fifo_is_rejected_without_blocking_the_worker(pipeline, settings):
     os.mkfifo(settings.inbox / "pipe.csv")
     pipeline.drop("after.csv", invoice_csv([invoice_row(1)]))
     files = pipeline.wait_final(2)
-    assert sorted(f["state"] for f in files) == ["processed", "rejected"]
+    assert sorted(f.state for f in files) == ["processed", "rejected"]
     assert json.loads((settings.outbox / "pipe.csv.error.json").read_text())["code"] == (
         "UNREADABLE_FILE"
     )
@@ -126,7 +131,7 @@ def test_a_file_deleted_before_its_claim_is_forgotten(pipeline, settings, store)
     (settings.inbox / "gone.csv").unlink()
     pipeline.drop("a.csv", invoice_csv([invoice_row(1)]))
     [file] = pipeline.wait_final()
-    assert file["name"] == "a.csv"
+    assert file.name == "a.csv"
 
 
 def test_redis_killed_and_its_data_lost_mid_run_loses_nothing(tmp_path):
@@ -225,7 +230,7 @@ def test_many_files_dropped_at_once_are_all_answered(pipeline, settings):
     for i in range(300):
         os.rename(settings.inbox / f".{i}.tmp", settings.inbox / f"f{i:04d}.csv")
     files = pipeline.wait_final(300, timeout=120)
-    assert {f["state"] for f in files} == {"processed"}
+    assert {f.state for f in files} == {"processed"}
     assert len(list(settings.outbox.glob("*.results.csv"))) == 300
     time.sleep(0.1)
 
@@ -233,19 +238,19 @@ def test_many_files_dropped_at_once_are_all_answered(pipeline, settings):
 def test_a_rejection_cut_short_by_a_crash_is_finished_with_its_own_code(settings, store):
     # Given a duplicate whose rejection recorded its code and moved the original,
     # then crashed before the rejection was committed as final
-    from worker import files
+    from worker.intake import claim
 
-    rt = Runtime(settings=settings, store=store)
+    rt = Runtime(settings=settings, store=store, kinds=KINDS)
     content = invoice_csv([invoice_row(1)])
     (settings.inbox / "a.csv").write_text(content)
-    assert pipeline.advance(rt, files.claim(settings, store, settings.inbox / "a.csv")) == (
+    assert pipeline.advance(rt, claim.claim(settings, store, settings.inbox / "a.csv")) == (
         "processed"
     )
     (settings.inbox / "b.csv").write_text(content)
-    file_id = files.claim(settings, store, settings.inbox / "b.csv")
-    claimed = Path(store.file(file_id)["claimed_path"])
-    with store.write() as conn:
-        store.update_file(
+    file_id = claim.claim(settings, store, settings.inbox / "b.csv")
+    claimed = Path(files.get(store, file_id).claimed_path)
+    with store.atomic() as conn:
+        files.update(
             conn,
             file_id,
             error_code="DUPLICATE_FILE",
@@ -256,8 +261,8 @@ def test_a_rejection_cut_short_by_a_crash_is_finished_with_its_own_code(settings
     # When the job runs again after the restart
     assert pipeline.advance(rt, file_id) == "rejected"
     # Then the file is rejected as what it was, not as a file that disappeared
-    file = store.file(file_id)
-    assert (file["state"], file["error_code"]) == ("rejected", "DUPLICATE_FILE")
-    error = json.loads((settings.outbox / f"{file['result_name']}.error.json").read_text())
+    file = files.get(store, file_id)
+    assert (file.state, file.error_code) == ("rejected", "DUPLICATE_FILE")
+    error = json.loads((settings.outbox / f"{file.result_name}.error.json").read_text())
     assert error["code"] == "DUPLICATE_FILE"
     assert (settings.rejected / "b.csv").read_text() == content

@@ -11,9 +11,13 @@ import polars as pl
 import pytest
 from helpers import INVOICE_HEADER, invoice_csv, invoice_row, read_results
 
-from worker import files, groups, leases, readers, validation
-from worker.invoices import rules_context
-from worker.pipeline import Runtime
+from worker.intake import claim, readers
+from worker.kinds import KINDS
+from worker.kinds.context import rules_context
+from worker.kinds.invoices import validation
+from worker.pipeline import chunks, groups
+from worker.pipeline.runtime import Runtime
+from worker.state import files, leases
 
 SAMPLES = {
     "good.csv": invoice_csv([invoice_row(1), invoice_row(2), invoice_row(3)]),
@@ -38,7 +42,7 @@ SAMPLES = {
 def _table(folder: Path, name: str, text: str) -> readers.Table:
     path = folder / name
     path.write_text(text)
-    return readers.open_table(path, folder / f"work-{name}")
+    return readers.open_table(path, folder / f"work-{name}", KINDS.signatures)
 
 
 def _chunk(folder: Path) -> pl.DataFrame:
@@ -61,7 +65,7 @@ def test_files_validated_together_get_the_chunks_and_summaries_they_would_alone(
     }
     small = []
     for name, t in tables.items():
-        raw = validation.one_chunk(t, 1000)
+        raw = chunks.one_chunk(t, 1000)
         assert raw is not None
         small.append(validation.Small(t, raw, tmp_path / "together" / name))
     together = dict(zip(tables, validation.validate_many(small, ctx, exists), strict=True))
@@ -82,8 +86,8 @@ def test_files_validated_together_get_the_chunks_and_summaries_they_would_alone(
 
 def test_one_chunk_is_none_for_a_file_of_several_chunks(tmp_path):
     table = _table(tmp_path, "three.csv", invoice_csv([invoice_row(n) for n in range(3)]))
-    assert validation.one_chunk(table, 2) is None
-    assert len(validation.one_chunk(table, 3)) == 3
+    assert chunks.one_chunk(table, 2) is None
+    assert len(chunks.one_chunk(table, 3)) == 3
 
 
 def test_small_files_are_split_into_even_groups_and_large_ones_go_alone():
@@ -108,7 +112,7 @@ def _claim_all(settings, store, contents: dict[str, str]) -> list[int]:
     ids = []
     for name, text in contents.items():
         (settings.inbox / name).write_text(text)
-        file_id = files.claim(settings, store, settings.inbox / name)
+        file_id = claim.claim(settings, store, settings.inbox / name)
         assert file_id is not None
         ids.append(file_id)
     return ids
@@ -124,7 +128,7 @@ def test_a_group_ends_each_file_as_it_would_end_alone(settings, store, caplog):
     ids = _claim_all(settings, store, contents)
     caplog.set_level(logging.DEBUG, logger="invoice_worker")
     # When one run advances them as a group
-    groups.advance_many(Runtime(settings=settings, store=store), ids)
+    groups.advance_many(Runtime(settings=settings, store=store, kinds=KINDS), ids)
     # Then the usable ones were validated in one query
     (together,) = [r for r in caplog.records if r.getMessage() == "group.validated"]
     assert len(together.fields["files"]) == len(SAMPLES)
@@ -164,10 +168,10 @@ def test_a_group_leaves_a_file_another_run_holds_to_that_run(settings, store):
     holder = f"{leases.HOST}:{os.getpid()}:other"
     assert store.take_lease(ids[1], holder, 30)
     # When a group run advances all three
-    groups.advance_many(Runtime(settings=settings, store=store), ids)
+    groups.advance_many(Runtime(settings=settings, store=store, kinds=KINDS), ids)
     # Then the others are processed and the held one is untouched
-    assert [store.file(i)["state"] for i in ids] == ["processed", "received", "processed"]
-    assert store.file(ids[1])["lease_owner"] == holder
+    assert [files.get(store, i).state for i in ids] == ["processed", "received", "processed"]
+    assert files.get(store, ids[1]).lease_owner == holder
 
 
 def test_a_file_failing_in_a_group_stops_no_other_and_its_error_is_raised(
@@ -177,26 +181,26 @@ def test_a_file_failing_in_a_group_stops_no_other_and_its_error_is_raised(
     ids = _claim_all(
         settings, store, {f"f{n}.csv": invoice_csv([invoice_row(n)]) for n in (1, 2, 3)}
     )
-    from worker.invoices import InvoiceFiles
+    from worker.kinds.invoices.kind import InvoiceFiles
 
     write_results = InvoiceFiles.write_results
 
     def failing(self, rt, file, target, created):
-        if file["id"] == ids[1]:
+        if file.id == ids[1]:
             raise PermissionError(13, "Permission denied", str(target))
         return write_results(self, rt, file, target, created)
 
     monkeypatch.setattr(InvoiceFiles, "write_results", failing)
     # When a group run advances them
     with pytest.raises(PermissionError):
-        groups.advance_many(Runtime(settings=settings, store=store), ids)
+        groups.advance_many(Runtime(settings=settings, store=store, kinds=KINDS), ids)
     # Then the others are processed, the failing one waits for the retry, leased by none
-    states = [(store.file(i)["state"], store.file(i)["lease_owner"]) for i in ids]
+    states = [(files.get(store, i).state, files.get(store, i).lease_owner) for i in ids]
     assert states == [("processed", None), ("processing", None), ("processed", None)]
     # And the retry finishes it once the folder can be written
     monkeypatch.setattr(InvoiceFiles, "write_results", write_results)
-    groups.advance_many(Runtime(settings=settings, store=store), ids)
-    assert store.file(ids[1])["state"] == "processed"
+    groups.advance_many(Runtime(settings=settings, store=store, kinds=KINDS), ids)
+    assert files.get(store, ids[1]).state == "processed"
     assert store.row("SELECT count(*) AS n FROM invoices")["n"] == 3
 
 
@@ -213,7 +217,7 @@ def test_a_burst_dropped_into_the_inbox_is_processed_in_groups(pipeline, setting
     # When they are final
     rows = pipeline.wait_final(12)
     # Then every one was processed, with its results, and some were validated together
-    assert [r["state"] for r in rows] == ["processed"] * 12
+    assert [r.state for r in rows] == ["processed"] * 12
     assert all((settings.outbox / f"{r['name']}.results.csv").exists() for r in rows)
     assert store.row("SELECT count(*) AS n FROM invoices")["n"] == 36
     assert any(r.getMessage() == "group.validated" for r in caplog.records)

@@ -21,9 +21,9 @@ def only(folder, suffix: str):
 def test_each_corpus_file_ends_as_expected(pipeline, settings, name, content, expected):
     (settings.inbox / name).write_bytes(content)
     [file] = pipeline.wait_final(timeout=60)
-    assert file["state"] == expected[0], (file["error_code"], file["error_message"])
+    assert file.state == expected[0], (file.error_code, file.error_message)
     if expected[0] == "processed":
-        assert (file["rows"], file["rejected"]) == expected[1:]
+        assert (file.rows, file.rejected) == expected[1:]
         assert only(settings.outbox, ".results.csv")
         assert len(list(settings.archive.iterdir())) == 1
     else:
@@ -54,7 +54,7 @@ def test_result_names_are_safe_for_every_hostile_name(pipeline, settings):
     ):
         (settings.inbox / name).write_bytes(content.replace(b"REF-", f"R{i}-".encode()))
     files = pipeline.wait_final(6, timeout=60)
-    assert {f["state"] for f in files} == {"processed"}
+    assert {f.state for f in files} == {"processed"}
     for path in settings.outbox.iterdir():
         assert "\n" not in path.name and not path.name.startswith(("-", "."))
         assert len(path.name.encode()) <= 255

@@ -8,7 +8,8 @@ import pytest
 from helpers import future, invoice_csv, invoice_row
 
 from rules.columns import CONDITIONAL_REQUIRED, INVOICE_COLUMNS
-from worker import checking
+from worker import kinds as checking
+from worker.kinds import KINDS
 from worker.settings import Settings, load
 
 
@@ -169,9 +170,9 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
     import polars as pl
 
     from bench.generate import write_invoices
-    from worker import validation
-    from worker.invoices import rules_context
-    from worker.readers import open_table
+    from worker.intake.readers import open_table
+    from worker.kinds.context import rules_context
+    from worker.kinds.invoices import validation
 
     # Given a generated file with bad rows of every kind, over several chunks
     path = tmp_path / "invoices.csv"
@@ -182,8 +183,8 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
         monkeypatch.setattr(validation, "STREAMING_FROM_ROWS", streaming_from)
         monkeypatch.setattr(validation, "UNOPTIMISED_BELOW_ROWS", unoptimised_below)
         folder = tmp_path / f"work-{streaming_from}-{unoptimised_below}"
-        validation.validate_to(open_table(path, folder), ctx, folder, 1500, None)
-        frames = [chunk for _, chunk in validation.read_chunks(folder)]
+        validation.validate_to(open_table(path, folder, KINDS.signatures), ctx, folder, 1500, None)
+        frames = [chunk for _, chunk in chunks.read_all(folder)]
         return pl.concat(frames).with_columns(token=pl.col("token").is_not_null())
 
     # When it is validated on the in-memory engine with and without plan optimisation,

@@ -7,8 +7,8 @@ from typing import Any
 
 import dramatiq
 
-from worker import broker as broker_module
-from worker.actors import Kick
+from worker.service import broker as broker_module
+from worker.service.actors import Kick
 
 
 def test_a_burst_of_kicks_sends_a_few_messages_and_the_last_run_follows_the_last_kick(

@@ -46,7 +46,7 @@ def test_paying_an_invoice_marks_it_paid_and_notifies_the_merchant(
     rows = [payment_row("PAY-1", number, 10000, paid_at="2026-03-01T12:00:00+02:00")]
     file = run_file(merchant, "payments.csv", payment_csv(rows))
     # Then the row is applied and the invoice paid
-    assert file["state"] == "processed" and file["created"] == 1
+    assert file.state == "processed" and file.created == 1
     [result] = read_results(settings.outbox / "payments.csv.results.csv")
     assert result == {
         "line_number": "2",
@@ -129,7 +129,7 @@ def test_each_payment_code_names_its_column(pipeline, settings, store):
     ]
     file = run_file(pipeline, "payments.csv", payment_csv([row for row, _ in cases]))
     # Then every row is rejected with its code and column, and nothing is paid
-    assert file["created"] == 0
+    assert file.created == 0
     results = read_results(settings.outbox / "payments.csv.results.csv")
     assert [(r["status"], r["errors"]) for r in results] == [
         ("REJECTED", code) for _, code in cases
@@ -155,7 +155,7 @@ def test_rule_9_paying_a_batch_pays_its_invoices_and_notifies_once_for_the_batch
     # When the batch is paid in full
     file = run_file(merchant, "pay.csv", payment_csv([payment_row("PAY-9", batch, 12550)]))
     # Then the batch and both its invoices are paid
-    assert file["created"] == 1
+    assert file.created == 1
     assert statuses(store, batch, a, b) == ["PAID", "PAID", "PAID"]
     # And the merchant is told of the batch only, once, with a valid signature
     [hook] = webhook_receiver.wait(1)

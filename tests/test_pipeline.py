@@ -8,10 +8,13 @@ from email import message_from_bytes, policy
 import pytest
 from helpers import invoice_csv, invoice_row, read_results
 
-import worker.pipeline
-from worker import files
+import worker.pipeline.stages
 from worker.errors import StateError
-from worker.pipeline import Runtime, advance, approve
+from worker.intake import claim
+from worker.kinds import KINDS
+from worker.pipeline.runtime import Runtime
+from worker.pipeline.stages import advance, approve
+from worker.state import files
 
 
 def eml(settings, kind: str):
@@ -27,7 +30,7 @@ def test_a_valid_file_creates_its_invoices_and_reports(pipeline, settings, store
     [file] = pipeline.wait_final()
     pipeline.wait_mail()
     # Then the file is processed, archived, and answered line by line
-    assert file["state"] == "processed"
+    assert file.state == "processed"
     assert (settings.archive / "march.csv").exists()
     assert not any(settings.inbox.glob("*.csv"))
     results = read_results(settings.outbox / "march.csv.results.csv")
@@ -61,8 +64,8 @@ def test_a_duplicate_file_is_rejected_once_naming_the_first(pipeline, settings):
     pipeline.wait_final(1)
     pipeline.drop("b.csv", content)
     files = pipeline.wait_final(2)
-    assert [f["state"] for f in files] == ["processed", "rejected"]
-    assert [f["lease_owner"] for f in files] == [None, None]
+    assert [f.state for f in files] == ["processed", "rejected"]
+    assert [f.lease_owner for f in files] == [None, None]
     error = json.loads((settings.outbox / "b.csv.error.json").read_text())
     assert error["code"] == "DUPLICATE_FILE"
     assert "a.csv" in error["message"]
@@ -99,7 +102,7 @@ def test_a_reference_that_exists_is_rejected_in_a_later_file(pipeline, settings,
 def test_a_file_that_cannot_be_used_is_rejected_whole(pipeline, settings, content, code, line):
     pipeline.drop("bad.csv", content)
     [file] = pipeline.wait_final()
-    assert file["state"] == "rejected"
+    assert file.state == "rejected"
     error = json.loads((settings.outbox / "bad.csv.error.json").read_text())
     assert error["code"] == code
     assert error["file"] == "bad.csv"
@@ -125,7 +128,7 @@ def test_too_many_errors_creates_nothing_and_still_lists_every_row(make_pipeline
     rows = [invoice_row(1), invoice_row(2, amount="x"), invoice_row(3, currency="?")]
     h.drop("t.csv", invoice_csv(rows))
     [file] = h.wait_final()
-    assert file["state"] == "rejected"
+    assert file.state == "rejected"
     assert json.loads((settings.outbox / "t.csv.error.json").read_text())["code"] == (
         "TOO_MANY_ERRORS"
     )
@@ -143,12 +146,12 @@ def test_a_file_waits_for_approval_when_required(make_pipeline, settings, store)
     h = make_pipeline(settings.with_(require_approval=True))
     h.drop("a.csv", invoice_csv([invoice_row(1)]))
     [file] = h.wait_final()
-    assert file["state"] == "awaiting_approval"
+    assert file.state == "awaiting_approval"
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 0
-    approve(store, file["id"])
+    approve(store, file.id)
     [file] = h.wait_final(states=frozenset({"processed"}))
     with pytest.raises(StateError, match="processed, not awaiting approval"):
-        approve(store, file["id"])
+        approve(store, file.id)
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 1
 
 
@@ -160,7 +163,7 @@ def states_of(store, file_id: int) -> list[str]:
 def test_a_file_passes_each_state_once_and_ends_holding_no_lease(pipeline, store):
     pipeline.drop("once.csv", invoice_csv([invoice_row(1)]))
     [file] = pipeline.wait_final()
-    assert states_of(store, file["id"]) == [
+    assert states_of(store, file.id) == [
         "received",
         "validating",
         "validated",
@@ -168,16 +171,16 @@ def test_a_file_passes_each_state_once_and_ends_holding_no_lease(pipeline, store
         "processed",
     ]
     # The results' name was chosen before processing, with the validation recorded.
-    assert file["result_name"] == "once.csv"
-    assert file["lease_owner"] is None and file["lease_until"] is None
+    assert file.result_name == "once.csv"
+    assert file.lease_owner is None and file.lease_until is None
 
 
 def test_a_file_waiting_for_approval_holds_no_lease(make_pipeline, settings, store):
     h = make_pipeline(settings.with_(require_approval=True))
     h.drop("wait.csv", invoice_csv([invoice_row(1)]))
     [file] = h.wait_final()
-    assert states_of(store, file["id"])[-2:] == ["validated", "awaiting_approval"]
-    assert file["lease_owner"] is None and file["result_name"] == "wait.csv"
+    assert states_of(store, file.id)[-2:] == ["validated", "awaiting_approval"]
+    assert file.lease_owner is None and file.result_name == "wait.csv"
 
 
 def test_a_file_left_validated_by_a_crash_is_moved_on(make_pipeline, settings, store):
@@ -186,14 +189,14 @@ def test_a_file_left_validated_by_a_crash_is_moved_on(make_pipeline, settings, s
     h.drop("left.csv", invoice_csv([invoice_row(1)]))
     [file] = h.wait_final()
     h.stop()
-    with store.write() as conn:
-        store.update_file(conn, file["id"], state="validated", result_name=None)
+    with store.atomic() as conn:
+        files.update(conn, file.id, state="validated", result_name=None)
     # When it is run again with no approval required
-    rt = Runtime(settings=settings.with_(require_approval=False), store=store)
-    assert advance(rt, file["id"]) == "processed"
+    rt = Runtime(settings=settings.with_(require_approval=False), store=store, kinds=KINDS)
+    assert advance(rt, file.id) == "processed"
     # Then it is processed once, under its own name
-    assert states_of(store, file["id"])[-2:] == ["processing", "processed"]
-    assert states_of(store, file["id"]).count("processing") == 1
+    assert states_of(store, file.id)[-2:] == ["processing", "processed"]
+    assert states_of(store, file.id).count("processing") == 1
     assert (settings.outbox / "left.csv.results.csv").exists()
     assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 1
 
@@ -226,7 +229,7 @@ def test_unknown_columns_are_named_in_the_validation_email(pipeline, settings):
         "u.csv", invoice_csv([invoice_row(1, internal_id="7", **{"Notes ": "x"})], header)
     )
     [file] = pipeline.wait_final()
-    assert file["state"] == "processed"
+    assert file.state == "processed"
     pipeline.wait_mail()
     [mail] = eml(settings, "validated")
     assert "internal_id, notes" in mail.get_body(("plain",)).get_content()
@@ -237,15 +240,15 @@ def test_two_files_of_the_same_name_archived_at_once_keep_both_originals(setting
     ids = []
     for n in (1, 2):
         (settings.inbox / "same.csv").write_text(invoice_csv([invoice_row(n)]))
-        ids.append(files.claim(settings, store, settings.inbox / "same.csv"))
+        ids.append(claim.claim(settings, store, settings.inbox / "same.csv"))
     first, second = ids
-    with store.write() as conn:
-        store.update_file(conn, first, final_path=str(settings.archive / "same.csv"))
-    rt = Runtime(settings=settings, store=store)
+    with store.atomic() as conn:
+        files.update(conn, first, final_path=str(settings.archive / "same.csv"))
+    rt = Runtime(settings=settings, store=store, kinds=KINDS)
     # When the second moves before it
-    moved = worker.pipeline._move_original(rt, store.file(second), settings.archive)
+    moved = worker.pipeline.stages._move_original(rt, files.get(store, second), settings.archive)
     # Then the second takes a name of its own, and the first the one it was given
     assert moved == settings.archive / f"same.{second}.csv"
-    again = worker.pipeline._move_original(rt, store.file(first), settings.archive)
+    again = worker.pipeline.stages._move_original(rt, files.get(store, first), settings.archive)
     assert again == settings.archive / "same.csv"
     assert "REF-000001" in again.read_text() and "REF-000002" in moved.read_text()

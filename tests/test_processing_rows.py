@@ -8,11 +8,19 @@ import polars as pl
 import pytest
 from helpers import invoice_csv, invoice_row
 
-from worker.invoices import rules_context
-from worker.processing import INSERT_COLUMNS, invoice_rows, process_chunk, process_chunks
-from worker.readers import open_table
-from worker.store import Store
-from worker.validation import chunk_path, read_chunks, validate_to
+from worker.intake.readers import open_table
+from worker.kinds import KINDS
+from worker.kinds.context import rules_context
+from worker.kinds.invoices.processing import (
+    INSERT_COLUMNS,
+    invoice_rows,
+    process_chunk,
+    process_chunks,
+)
+from worker.kinds.invoices.validation import validate_to
+from worker.pipeline.chunks import path as chunk_path
+from worker.pipeline.chunks import read_all as read_chunks
+from worker.state import Store, files
 
 LINK = "https://pay.example.com/it's/"
 
@@ -20,7 +28,7 @@ LINK = "https://pay.example.com/it's/"
 @pytest.fixture(params=["bound", "staged"])
 def write_path(request, monkeypatch) -> str:
     """Each test runs twice: chunks bound row by row, and through a staging file."""
-    from worker import staging
+    from worker.state import staging
 
     monkeypatch.setattr(staging, "STAGE_MIN_ROWS", 10**9 if request.param == "bound" else 1)
     return request.param
@@ -30,7 +38,13 @@ def validated(tmp_path: Path, name: str, rows: list[dict[str, str]], chunk_rows:
     source = tmp_path / name
     source.write_text(invoice_csv(rows))
     folder = tmp_path / f"{name}.work"
-    validate_to(open_table(source, folder), rules_context((), {}, None), folder, chunk_rows, None)
+    validate_to(
+        open_table(source, folder, KINDS.signatures),
+        rules_context((), {}, None),
+        folder,
+        chunk_rows,
+        None,
+    )
     return folder
 
 
@@ -68,7 +82,7 @@ def test_a_reference_created_after_validation_becomes_a_late_rejection(
 ) -> None:
     # Given a file validated while REF-2 was still free, and a batch invoice (no reference)
     mine = validated(tmp_path, "mine.csv", [invoice_row(n) for n in range(1, 5)], 10)
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute(
             "INSERT INTO invoices (invoice_number, file_id, type, status, amount, currency,"
             " token, payment_link_url, created_at, updated_at)"
@@ -100,7 +114,7 @@ def test_a_reference_created_after_validation_becomes_a_late_rejection(
 def test_a_failure_between_chunks_leaves_no_staging_file_and_a_rerun_finishes(
     store: Store, tmp_path: Path, monkeypatch
 ) -> None:
-    from worker import staging
+    from worker.state import staging
 
     monkeypatch.setattr(staging, "STAGE_MIN_ROWS", 1)
     # Given a file of four staged chunks
@@ -131,7 +145,7 @@ def test_two_deliveries_of_one_staged_chunk_create_its_invoices_once(
 ) -> None:
     import threading
 
-    from worker import staging
+    from worker.state import staging
 
     monkeypatch.setattr(staging, "STAGE_MIN_ROWS", 1)
     # Given one chunk of 1,000 valid rows
@@ -154,7 +168,7 @@ def test_two_deliveries_of_one_staged_chunk_create_its_invoices_once(
 
 
 def test_seen_references_find_exactly_the_earlier_ones() -> None:
-    from worker.validation import SeenReferences
+    from worker.kinds.invoices.validation import SeenReferences
 
     # Given the references of two earlier chunks
     seen = SeenReferences()
@@ -169,11 +183,10 @@ def test_seen_references_find_exactly_the_earlier_ones() -> None:
 def test_report_tallies_from_chunks_equal_the_database(
     pipeline, settings, store, monkeypatch
 ) -> None:
-    from worker import invoices
-    from worker.kinds import REGISTRY
+    from worker.kinds.invoices import kind as invoices
 
     # Given a processed file whose work folder is kept, with rows in three currencies
-    monkeypatch.setattr("worker.pipeline._cleanup", lambda rt, file: None)
+    monkeypatch.setattr("worker.pipeline.stages._cleanup", lambda rt, file: None)
     phone = {"customer_phone": "+250788000000"}
     rows = [
         invoice_row(1, currency="USD", amount="100", notification_type="EMAIL"),
@@ -185,13 +198,13 @@ def test_report_tallies_from_chunks_equal_the_database(
     pipeline.drop("totals.csv", invoice_csv(rows))
     [file] = pipeline.wait_final()
     # And one of its rows (line 6) turned out a late rejection
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute(
-            "INSERT INTO late_rejections VALUES (?, 6, 'MERCHANT_REFERENCE_EXISTS')", (file["id"],)
+            "INSERT INTO late_rejections VALUES (?, 6, 'MERCHANT_REFERENCE_EXISTS')", (file.id,)
         )
-        conn.execute("DELETE FROM invoices WHERE file_id = ? AND line_number = 6", (file["id"],))
-    kind = REGISTRY["invoices"]
-    row = store.file(file["id"])
+        conn.execute("DELETE FROM invoices WHERE file_id = ? AND line_number = 6", (file.id,))
+    kind = KINDS.get("invoices")
+    row = files.get(store, file.id)
     # When the tallies are counted from the chunk files, and asked of the database
     monkeypatch.setattr(invoices, "TOTALS_FROM_CHUNKS_ABOVE", 0)
     from_chunks = kind._tallies(pipeline.runtime, row)
@@ -202,7 +215,7 @@ def test_report_tallies_from_chunks_equal_the_database(
 
 
 def test_a_chunk_written_again_is_read_anew_not_from_memory(tmp_path: Path) -> None:
-    from worker.validation import RecentChunks
+    from worker.pipeline.chunks import RecentChunks
 
     recent = RecentChunks()
     path = tmp_path / "chunk-00000.parquet"
@@ -222,7 +235,7 @@ def test_a_chunk_written_again_is_read_anew_not_from_memory(tmp_path: Path) -> N
 
 
 def test_recent_chunks_are_kept_up_to_a_number_of_rows(tmp_path: Path) -> None:
-    from worker.validation import RecentChunks
+    from worker.pipeline.chunks import RecentChunks
 
     # Given a memory of 25 rows, and 64 chunks of 10 rows written one after another
     # (as four threads, each through a group of 16 small files, would write them)

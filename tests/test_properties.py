@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from worker import kinds
-from worker.store import FINAL_STATES
+from worker.kinds import KINDS as kinds
+from worker.state.files import FINAL_STATES
 
 # The pipeline under test keeps running between examples, and dramatiq's consumer
 # threads draw their backoff jitter from the random module: Hypothesis sees its state
@@ -38,10 +38,10 @@ def test_any_bytes_dropped_end_final_with_a_result(pipeline, settings, store, da
     # Then the file ends in a final state, answered, and the worker is still alive
     files = pipeline.wait_final(count + 1, timeout=30)
     file = files[-1]
-    assert file["state"] in FINAL_STATES
-    stem = file["result_name"]
-    if file["state"] == "processed":
-        suffix = kinds.get(file["kind"]).result_suffix  # JSON batch requests answer in JSON
+    assert file.state in FINAL_STATES
+    stem = file.result_name
+    if file.state == "processed":
+        suffix = kinds.get(file.kind).result_suffix  # JSON batch requests answer in JSON
         assert (settings.outbox / f"{stem}{suffix}").exists()
     else:
         doc = json.loads((settings.outbox / f"{stem}.error.json").read_text())
@@ -78,13 +78,13 @@ def test_a_valid_generated_file_round_trips_into_exactly_its_rows(
     full = [invoice_row(count * 100 + i, **row) for i, row in enumerate(rows)]
     pipeline.drop(f"gen{count:05d}.csv", invoice_csv(full, delimiter=delimiter, newline="\r\n"))
     file = pipeline.wait_final(count + 1, timeout=30)[-1]
-    assert (file["state"], file["created"]) == ("processed", len(rows))
-    results = read_results(settings.outbox / f"{file['result_name']}.results.csv")
+    assert (file.state, file.created) == ("processed", len(rows))
+    results = read_results(settings.outbox / f"{file.result_name}.results.csv")
     assert [r["status"] for r in results] == ["CREATED"] * len(rows)
     stored = store.all(
         "SELECT merchant_reference, amount, currency, language, customer_name, order_description"
         " FROM invoices WHERE file_id = ? ORDER BY line_number",
-        (file["id"],),
+        (file.id,),
     )
     expected = [
         (

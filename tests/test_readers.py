@@ -7,8 +7,10 @@ import codecs
 import pytest
 from helpers import INVOICE_HEADER, invoice_csv, invoice_row
 
-from worker import checking, readers
+from worker import kinds as checking
 from worker.errors import FileRejected
+from worker.intake import readers
+from worker.kinds import KINDS
 
 
 def check(settings, tmp_path, data: bytes):
@@ -95,8 +97,8 @@ def test_a_configured_encoding_reads_latin1(settings, tmp_path):
 def test_the_kind_is_told_from_the_header_not_the_name(tmp_path):
     path = tmp_path / "payments.csv"
     path.write_text(invoice_csv([invoice_row(1)]))
-    assert readers.open_table(path, tmp_path / "w").kind == "invoices"
+    assert readers.open_table(path, tmp_path / "w", KINDS.signatures).kind == "invoices"
     path.write_text("payment_reference,invoice_number,amount,currency\nP1,1,100,USD\n")
-    assert readers.open_table(path, tmp_path / "w").kind == "payments"
+    assert readers.open_table(path, tmp_path / "w", KINDS.signatures).kind == "payments"
     path.write_text('{"transactionId": "T1", "invoiceNumbers": ["1"]}')
-    assert readers.open_table(path, tmp_path / "w").format == "json"
+    assert readers.open_table(path, tmp_path / "w", KINDS.signatures).format == "json"

@@ -17,8 +17,11 @@ from helpers import (
     run_file,
 )
 
-from worker import kinds
-from worker.pipeline import Runtime, approve
+from worker.kinds import KINDS
+from worker.kinds import KINDS as kinds
+from worker.pipeline.runtime import Runtime
+from worker.pipeline.stages import approve
+from worker.state import files
 
 
 @pytest.fixture
@@ -30,23 +33,23 @@ def held(make_pipeline, settings):
 def release(h: Any, file_id: int) -> dict[str, Any]:
     approve(h.store, file_id)
     h.wait_final(file_id, states=frozenset({"processed"}))
-    return dict(h.store.file(file_id))
+    return dict(files.get(h.store, file_id))
 
 
 def processed_twice_then_released(h: Any, settings: Any, name: str, content: str) -> dict:
     """Drop a file; while it waits for approval, run its processing step twice (as a
     redelivered job would); then let the pipeline finish it."""
     file = run_file(h, name, content)
-    assert file["state"] == "awaiting_approval"
-    kind, rt = kinds.get(file["kind"]), Runtime(settings=h.settings, store=h.store)
+    assert file.state == "awaiting_approval"
+    kind, rt = kinds.get(file.kind), Runtime(settings=h.settings, store=h.store, kinds=KINDS)
     for _ in range(2):
-        kind.process(rt, h.store.file(file["id"]), lambda: None)
-    return release(h, file["id"])
+        kind.process(rt, files.get(h.store, file.id), lambda: None)
+    return release(h, file.id)
 
 
 def test_a_batch_file_processed_again_creates_each_batch_once(held, settings, store):
     invoices = run_file(held, "i.csv", invoice_csv([invoice_row(n) for n in (1, 2, 3)]))
-    release(held, invoices["id"])
+    release(held, invoices.id)
     a, b, c = [r[0] for r in store.all("SELECT invoice_number FROM invoices ORDER BY 1")]
     requests = [
         batch_request("TX-1", [a, b]),
@@ -61,17 +64,17 @@ def test_a_batch_file_processed_again_creates_each_batch_once(held, settings, st
         ("TX-3", "REJECTED"),
     ]
     assert store.one("SELECT count(*) AS n FROM invoices WHERE type = 'BATCH'")["n"] == 2
-    assert file["created"] == 2
+    assert file.created == 2
 
 
 def test_a_payment_file_processed_again_pays_and_notifies_once(held, settings, store):
     invoices = run_file(held, "i.csv", invoice_csv([invoice_row(n) for n in (1, 2)]))
-    release(held, invoices["id"])
+    release(held, invoices.id)
     a, b = [r[0] for r in store.all("SELECT invoice_number FROM invoices ORDER BY 1")]
     rows = [payment_row("PAY-1", a, 10000), payment_row("PAY-2", b, 10000)]
     file = processed_twice_then_released(held, settings, "pay.csv", payment_csv(rows))
     results = read_results(settings.outbox / "pay.csv.results.csv")
     assert [r["status"] for r in results] == ["APPLIED", "APPLIED"]
-    assert file["created"] == 2
+    assert file.created == 2
     assert store.one("SELECT count(*) AS n FROM payments")["n"] == 2
     assert store.one("SELECT count(*) AS n FROM webhooks")["n"] == 2

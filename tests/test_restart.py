@@ -127,8 +127,8 @@ def test_sigkill_in_the_middle_of_a_large_file_then_run_once_creates_each_invoic
     assert done.returncode == 0, done.stderr[-2000:]
     conn = db(home)
     file = conn.execute("SELECT * FROM files").fetchone()
-    assert file["state"] == "processed"
-    assert (file["valid"], file["created"]) == (valid, valid)
+    assert file.state == "processed"
+    assert (file.valid, file.created) == (valid, valid)
     count, distinct = conn.execute(
         "SELECT count(*), count(DISTINCT merchant_reference) FROM invoices"
     ).fetchone()
@@ -164,7 +164,7 @@ def test_sigterm_stops_the_worker_and_its_embedded_redis_cleanly(home):
 
 def test_a_redis_server_orphaned_before_its_url_was_written_is_stopped(tmp_path):
     # Given an embedded server whose starter was killed before it wrote the URL
-    from worker.redis_server import EmbeddedRedis, _answers
+    from worker.service.redis import EmbeddedRedis, _answers
 
     first = EmbeddedRedis(tmp_path).start()
     old_url = first.url

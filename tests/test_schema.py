@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from worker.schema import migrations
-from worker.store import Store
+from worker.state import SQLiteStore
+from worker.state.schema import migrations
 
 ROW = (
     "INSERT INTO invoices (invoice_number, merchant_reference, transaction_id, file_id, type,"
@@ -41,19 +41,19 @@ def test_an_install_from_before_m005_keeps_its_invoices_and_batch_lookups(tmp_pa
     with contextlib.closing(sqlite3.connect(path)) as conn:
         before = conn.execute("SELECT * FROM invoices ORDER BY 1").fetchall()
     # When this release opens it
-    store = Store(path).open()
+    store = SQLiteStore(path).open()
     # Then every invoice is there as it was, with its SMS still pending
     assert [tuple(r) for r in store.all("SELECT * FROM invoices ORDER BY 1")] == before
     assert [r["invoice_number"] for r in store.all("SELECT * FROM sms_pending")] == [101]
     # And a batch is still found by its transaction id, through an index, and is unique
     plan = store.all("EXPLAIN QUERY PLAN SELECT 1 FROM invoices WHERE transaction_id = 'TX-1'")
     assert "invoices_transaction" in plan[0]["detail"]
-    with pytest.raises(sqlite3.IntegrityError), store.write() as conn:
+    with pytest.raises(sqlite3.IntegrityError), store.atomic() as conn:
         conn.execute(ROW, (104, None, "TX-1", "BATCH", "tok4", "tok4", None, None, 0))
     # And references stay unique, while a token no longer has an index to keep
-    with pytest.raises(sqlite3.IntegrityError), store.write() as conn:
+    with pytest.raises(sqlite3.IntegrityError), store.atomic() as conn:
         conn.execute(ROW, (105, "REF-1", None, "SINGLE", "tok5", "tok5", None, None, 0))
-    with store.write() as conn:
+    with store.atomic() as conn:
         conn.execute(ROW, (106, "REF-6", None, "SINGLE", "tok1", "tok1", None, None, 0))
     # And every other index of the table is there again
     indexes = {
@@ -76,7 +76,7 @@ def test_an_install_from_before_m005_keeps_its_invoices_and_batch_lookups(tmp_pa
 def test_a_database_is_migrated_once_however_often_it_is_opened(tmp_path: Path):
     path = tmp_path / "state.db"
     for _ in range(2):
-        Store(path).open().close()
+        SQLiteStore(path).open().close()
     conn = sqlite3.connect(path)
     applied = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
     assert applied == [

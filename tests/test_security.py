@@ -7,7 +7,7 @@ import stat
 import pytest
 from helpers import cli, invoice_csv, invoice_row
 
-from worker.store import is_network_filesystem
+from worker.state.mounts import is_network_filesystem
 
 MOUNTS = """\
 /dev/vda / ext4 rw 0 0

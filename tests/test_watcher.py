@@ -7,7 +7,7 @@ import time
 import pytest
 from helpers import invoice_csv, invoice_row, read_results
 
-from worker.watcher import make_observer
+from worker.intake.watcher import make_observer
 
 
 def test_a_file_written_in_chunks_without_a_temp_name_is_read_whole_once(
@@ -26,8 +26,8 @@ def test_a_file_written_in_chunks_without_a_temp_name_is_read_whole_once(
             time.sleep(0.5)
     # Then the file is claimed once, after it stopped growing, with every row
     [file] = h.wait_final()
-    assert file["state"] == "processed"
-    assert file["rows"] == 300 and file["created"] == 300
+    assert file.state == "processed"
+    assert file.rows == 300 and file.created == 300
     assert len(read_results(settings.outbox / "slow.csv.results.csv")) == 300
     assert store.one("SELECT count(*) AS n FROM files")["n"] == 1
 
@@ -59,7 +59,7 @@ def test_write_then_rename_is_picked_up(pipeline, settings):
     time.sleep(0.5)
     tmp.rename(settings.inbox / "march.csv")
     [file] = pipeline.wait_final()
-    assert file["state"] == "processed"
+    assert file.state == "processed"
 
 
 def test_done_marker_mode_waits_for_the_marker(make_pipeline, settings, store):
@@ -69,7 +69,7 @@ def test_done_marker_mode_waits_for_the_marker(make_pipeline, settings, store):
     assert store.one("SELECT count(*) AS n FROM files")["n"] == 0
     (settings.inbox / "a.csv.done").write_text("")
     [file] = h.wait_final()
-    assert file["state"] == "processed"
+    assert file.state == "processed"
     assert not (settings.inbox / "a.csv.done").exists()
 
 
@@ -79,7 +79,7 @@ def test_the_polling_observer_picks_files_up(make_pipeline, settings):
     h = make_pipeline(s)
     h.drop("polled.csv", invoice_csv([invoice_row(1)]))
     [file] = h.wait_final()
-    assert file["state"] == "processed"
+    assert file.state == "processed"
 
 
 def test_subfolders_are_not_watched_unless_configured(pipeline, settings, store):
@@ -97,7 +97,7 @@ def test_subfolders_are_watched_when_configured(make_pipeline, settings):
     h = make_pipeline(settings.with_(recursive=True))
     (sub / "a.csv").write_text(invoice_csv([invoice_row(1)]))
     [file] = h.wait_final()
-    assert file["state"] == "processed"
+    assert file.state == "processed"
     assert not (sub / "a.csv").exists()
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from helpers import drop, invoice_csv, invoice_row
 
+from worker.intake.watcher import Watcher
 from worker.settings import Settings
-from worker.store import Store
-from worker.watcher import Watcher
+from worker.state import Store
 
 
 def test_a_file_dropped_just_after_a_claim_is_noticed_without_an_event(

@@ -28,7 +28,8 @@ from helpers import (
 from notifications import webhook
 from worker.errors import ConfigError
 from worker.settings import load
-from worker.store import FIRST_INVOICE_NUMBER, Store
+from worker.state import SQLiteStore
+from worker.state.numbers import FIRST_INVOICE_NUMBER
 
 
 def test_a_failing_endpoint_gets_the_notification_exactly_once_more(
@@ -88,7 +89,7 @@ def test_a_worker_killed_between_payment_and_notification_notifies_once_after_re
         (home / "inbox" / "invoices.csv").write_text(invoice_csv([invoice_row(1)]))
         store_path = home / "var" / "state.db"
         _wait(lambda: store_path.exists(), what="the state database")
-        store = Store(store_path)
+        store = SQLiteStore(store_path)
         _wait(
             lambda: store.one(
                 "SELECT 1 FROM invoices WHERE invoice_number = ?", (FIRST_INVOICE_NUMBER,)

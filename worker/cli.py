@@ -60,7 +60,7 @@ def main(ctx: click.Context, home: Path | None, log_format: str | None, log_leve
 
 
 def _service(settings: Settings, **kwargs: object) -> None:
-    from worker import service
+    from worker.service import run as service
 
     try:
         sys.exit(service.run(settings, **kwargs))  # type: ignore[arg-type]
@@ -105,7 +105,7 @@ def validate(settings: Settings, file: Path, limit: int) -> None:
     Prints FILE:LINE: column: CODE for each error. Exit 0 when every row is
     valid, 1 when some rows are not, 2 when the file cannot be used at all.
     """
-    from worker import checking
+    from worker.kinds.invoices import check as checking
 
     with tempfile.TemporaryDirectory() as work:
         try:
@@ -123,7 +123,7 @@ def validate(settings: Settings, file: Path, limit: int) -> None:
 @click.argument("kind", type=click.Choice(["invoices", "batches", "payments"]))
 def template(kind: str) -> None:
     """Print the CSV template of KIND: the header and an example row."""
-    from worker import templates
+    from worker.kinds import templates
 
     click.echo(templates.csv_template(kind, datetime.now(UTC) + timedelta(days=30)), nl=False)
 
@@ -134,20 +134,12 @@ def template(kind: str) -> None:
 @pass_settings
 def status(settings: Settings, as_json: bool, limit: int) -> None:
     """Files with their states and counts, newest first."""
-    from worker.store import Store
+    from worker import state
+    from worker.state import files
 
-    if not settings.state_db.exists():
-        rows: list[dict[str, object]] = []
-    else:
-        store = Store(settings.state_db).open()
-        rows = [
-            dict(r)
-            for r in store.all(
-                "SELECT id, name, kind, state, rows, valid, rejected, created, error_code,"
-                " result_name, received_at, updated_at FROM files ORDER BY id DESC LIMIT ?",
-                (limit,),
-            )
-        ]
+    rows = []
+    if settings.state_db.exists():
+        rows = files.listing(state.connect(settings.state_db), limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -172,11 +164,11 @@ def status(settings: Settings, as_json: bool, limit: int) -> None:
 @pass_settings
 def approve(settings: Settings, file_id: int) -> None:
     """Release FILE_ID, validated and waiting for approval, to be processed."""
-    from worker.pipeline import approve as approve_file
-    from worker.store import Store
+    from worker import state
+    from worker.pipeline.stages import approve as approve_file
 
     try:
-        approve_file(Store(settings.state_db).open(), file_id)
+        approve_file(state.connect(settings.state_db), file_id)
     except InvoiceWorkerError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"File {file_id} approved; the running worker processes it within seconds.")

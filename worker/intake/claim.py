@@ -1,0 +1,120 @@
+"""Claiming dropped files and moving them to their final folder, crash-safely.
+
+A claim is one atomic rename out of the top level of ``inbox/`` into
+``inbox/.claimed/<token>/<name>`` (same filesystem, so atomic even on a mount),
+then a row in SQLite. A crash between the two leaves a claimed file with no
+row; :func:`orphans` finds it at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from worker import log
+from worker.pipeline.results import safe_stem
+from worker.settings import Settings
+from worker.state import Store, files
+
+IGNORED_PREFIXES = (".", "~")
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
+DONE_SUFFIX = ".done"
+
+
+def is_candidate_name(name: str, done_marker: bool) -> bool:
+    """Whether a name may be picked up: temp and hidden names never are."""
+    if name.startswith(IGNORED_PREFIXES) or name.lower().endswith(IGNORED_SUFFIXES):
+        return False
+    return not (done_marker and name.endswith(DONE_SUFFIX))
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def register(store: Store, claimed: Path) -> int:
+    """Record a claimed file (its hash for duplicate detection) and return its id."""
+    info = claimed.lstat()
+    if stat.S_ISREG(info.st_mode):
+        sha, size = sha256_of(claimed)
+    else:
+        # A symlink or FIFO is never opened: it is rejected as it is.
+        sha, size = "", 0
+    return files.add(store, claimed.name, str(claimed), sha, size)
+
+
+def claim(settings: Settings, store: Store, path: Path) -> int | None:
+    """Take ``path`` out of the inbox and record it; None if it is gone or not ours."""
+    token = secrets.token_hex(8)
+    folder = settings.claimed / token
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        folder.rmdir()
+        return None
+    if settings.done_marker:
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + DONE_SUFFIX).unlink()
+    return register(store, target)
+
+
+def orphans(settings: Settings, store: Store) -> list[int]:
+    """Register claimed files that have no row (a crash between rename and insert)."""
+    known = files.claimed_paths(store)
+    found: list[int] = []
+    if not settings.claimed.exists():
+        return found
+    for folder in settings.claimed.iterdir():
+        entries = list(folder.iterdir()) if folder.is_dir() else []
+        for entry in entries:
+            if str(entry) not in known:
+                log.event("file.orphan_claimed", path=entry.name)
+                found.append(register(store, entry))
+        if not entries and folder.is_dir():
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return found
+
+
+def final_name(folder: Path, name: str, file_id: int, taken: Callable[[Path], bool]) -> Path:
+    """``folder/name``, or ``folder/<stem>.<id><ext>`` when an earlier file has that name
+    (there, or in ``taken``: given to another file that may not have moved yet)."""
+    first = folder / safe_stem(name)
+    if not first.exists() and not first.is_symlink() and not taken(first):
+        return first
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    tail = f".{file_id}" + (f".{ext[:40]}" if ext else "")
+    return folder / (safe_stem(stem, len(tail.encode())) + tail)
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename, or copy-then-rename across filesystems; never leaves a half file at target."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = target.with_name(f".{target.name[:240]}.tmp")
+        shutil.copy2(source, tmp, follow_symlinks=False)
+        os.replace(tmp, target)
+        source.unlink()
+    with contextlib.suppress(OSError):
+        source.parent.rmdir()

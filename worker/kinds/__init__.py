@@ -1,0 +1,41 @@
+"""The file kinds: one folder each, and the registry.
+
+Adding a kind takes a folder here (a :class:`~worker.pipeline.kind.FileKind` and
+what it needs), a line in :data:`KINDS`, and its rules module in ``rules/``.
+Headers are tried in the order of the list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.errors import FileRejected
+from worker.intake import readers
+from worker.kinds.batches import BatchFiles
+from worker.kinds.invoices import InvoiceFiles
+from worker.kinds.payments import PaymentFiles
+from worker.pipeline.check import Report
+from worker.pipeline.kind import Kinds
+from worker.settings import Settings
+from worker.state import SQLiteStore
+
+__all__ = ["KINDS", "BatchFiles", "InvoiceFiles", "PaymentFiles", "check"]
+
+KINDS = Kinds(
+    [
+        InvoiceFiles(),
+        BatchFiles(),
+        PaymentFiles(),
+    ]
+)
+
+
+def check(settings: Settings, path: Path, work: Path) -> Report:
+    """``invoice-worker validate``: the file's kind checks every row, nothing written."""
+    table = readers.open_table(path, work, KINDS.signatures, settings.encoding)
+    kind = KINDS.get(table.kind)
+    if kind is None:
+        raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
+    # Read only: a database that is not there is not created, nor one there migrated.
+    store = SQLiteStore(settings.state_db) if settings.state_db.exists() else None
+    return kind.check(settings, table, store)

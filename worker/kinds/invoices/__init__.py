@@ -1,0 +1,11 @@
+"""Invoice files (one to many, PayFORT batch invoicing): one row, one payment-link invoice.
+
+- ``kind``: the :class:`InvoiceFiles` hooks the pipeline calls.
+- ``validation``: the column rules over each chunk, in polars.
+- ``processing``: validated chunks become invoices, a transaction per chunk.
+- ``check``: ``invoice-worker validate`` for invoice files.
+"""
+
+from worker.kinds.invoices.kind import InvoiceFiles
+
+__all__ = ["InvoiceFiles"]

@@ -1,0 +1,163 @@
+"""Payment files: each row pays an invoice (or a batch invoice, and with it its invoices).
+
+Validation checks formats into chunk files; processing decides and applies
+each chunk in one transaction (``worker.paying``), writing the chunk's
+decisions to ``decided-NNNNN.parquet`` before it commits, so the results file
+always tells what was committed. Merchant webhooks recorded with the payments
+are delivered after, by the ``deliver_webhooks`` actor.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import polars as pl
+
+from notifications import batch_reports
+from rules.columns import Context
+from rules.payments import PAYMENT_COLUMNS
+from worker.intake.readers import Signature, Table
+from worker.kinds import context
+from worker.kinds.payments import check, paying
+from worker.pipeline.check import Report
+from worker.pipeline.kind import FileKind, Summary
+from worker.pipeline.results import formula_safe, write_csv_frames
+from worker.pipeline.runtime import Runtime
+from worker.settings import Settings
+from worker.state import Connection, File, Store, files
+
+FIRST_ROWS = 20
+
+
+def _chunk_path(folder: Path, prefix: str, index: int) -> Path:
+    return folder / f"{prefix}-{index:05d}.parquet"
+
+
+def _write(frame: pl.DataFrame, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    frame.write_parquet(tmp, compression="lz4", statistics=False)
+    tmp.replace(target)
+
+
+class PaymentFiles(FileKind):
+    """Each row pays an invoice, or a batch invoice and with it its invoices."""
+
+    name = "payments"
+    signature = Signature(
+        "payments",
+        frozenset({"payment_reference"}),
+        ("payment_reference", "invoice_number", "amount", "currency"),
+    )
+    result_suffix = ".results.csv"
+    reports_validation = False
+    error_rate_applies = False
+
+    def context(self, rt: Runtime) -> Context:
+        return context.for_settings(rt.settings)
+
+    def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
+        folder = rt.work(file)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.parquet"):
+            old.unlink()
+        validator = paying.PaymentValidator(self.context(rt))
+        for index, chunk in enumerate(validator.run(table, rt.settings.chunk_rows)):
+            _write(chunk, _chunk_path(folder, "chunk", index))
+        return validator.summary
+
+    def reserve(self, rt: Runtime, conn: Connection, summary: Summary) -> int | None:
+        return None
+
+    def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
+        folder, file_id = rt.work(file), file.id
+        for index, path in paying.chunk_files(folder, "chunk"):
+            done = "SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?"
+            if rt.store.one(done, (file_id, index)):
+                continue
+            chunk = pl.read_parquet(path)
+            with rt.store.atomic() as conn:
+                if conn.execute(done, (file_id, index)).fetchone():
+                    continue
+                ctx = self.context(rt)
+                invoices, used = paying.state(conn, chunk)
+                decided = paying.decide(chunk, invoices, used, ctx)
+                _write(paying.results(decided), _chunk_path(folder, "decided", index))
+                applied = paying.apply(conn, file_id, decided, ctx)
+                conn.execute(
+                    "INSERT INTO chunks (file_id, chunk, created, done_at)"
+                    " VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
+                    (file_id, index, applied),
+                )
+            rt.kick_webhooks()
+            renew()
+        applied = rt.store.row(
+            "SELECT coalesce(sum(created), 0) AS n FROM chunks WHERE file_id = ?", (file_id,)
+        )["n"]
+        with rt.store.atomic() as conn:
+            files.update(conn, file_id, valid=applied, rejected=(file.rows or 0) - applied)
+
+    def _decided(self, rt: Runtime, file: File) -> Iterator[pl.DataFrame]:
+        for _, path in paying.chunk_files(rt.work(file), "decided"):
+            yield pl.read_parquet(path)
+
+    def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
+        safe = [formula_safe(pl.col(c)).alias(c) for c in ("payment_reference", "invoice_number")]
+        frames = (d.with_columns(safe) for d in self._decided(rt, file))
+        write_csv_frames(target, frames, paying.RESULT_COLUMNS)
+
+    def _rejected(self, rt: Runtime, file: File) -> pl.DataFrame:
+        parts = [d.filter(pl.col("status") == "REJECTED") for d in self._decided(rt, file)]
+        if parts:
+            return pl.concat(parts)
+        return pl.DataFrame(schema={c: pl.String for c in paying.RESULT_COLUMNS})
+
+    def errors_csv(self, rt: Runtime, file: File) -> bytes | None:
+        rejected = self._rejected(rt, file)
+        if rejected.is_empty():
+            return None
+        buffer = io.BytesIO()
+        rejected.select(
+            "line_number",
+            formula_safe(pl.col("payment_reference")).alias("payment_reference"),
+            formula_safe(pl.col("invoice_number")).alias("invoice_number"),
+            "errors",
+        ).write_csv(buffer, line_terminator="\r\n")
+        return buffer.getvalue()
+
+    def check(self, settings: Settings, table: Table, store: Store | None) -> Report:
+        return check.payments(settings, table, store)
+
+    def template(self, expiry: datetime) -> tuple[list[str], list[str]]:
+        return [c.name for c in PAYMENT_COLUMNS], [c.example for c in PAYMENT_COLUMNS]
+
+    def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
+        file_id = file.id
+        totals = rt.store.all(
+            "SELECT currency, count(*) AS n, sum(amount) AS total FROM payments"
+            " WHERE file_id = ? GROUP BY currency",
+            (file_id,),
+        )
+        batches = rt.store.row(
+            "SELECT count(*) AS n FROM payments JOIN invoices USING (invoice_number)"
+            " WHERE payments.file_id = ? AND invoices.type = 'BATCH'",
+            (file_id,),
+        )
+        rejected = self._rejected(rt, file)
+        applied = file.created or 0
+        return batch_reports.payments(
+            rt.envelope,
+            {"id": file_id, "name": file.name, "kind": self.name},
+            applied=applied,
+            rejected=len(rejected),
+            batches_paid=batches["n"],
+            first_errors=rejected.head(FIRST_ROWS)
+            .select("line_number", "payment_reference", "errors")
+            .rows(),
+            currency_totals=[(r["currency"], r["n"], r["total"]) for r in totals],
+            result_name=f"{file.result_name}{self.result_suffix}",
+            errors_csv=self.errors_csv(rt, file),
+        )

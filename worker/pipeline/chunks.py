@@ -1,0 +1,99 @@
+"""Chunk storage: a file's work in progress, as Parquet files under ``var/work/<id>/``.
+
+Validation writes ``chunk-NNNNN.parquet`` (every row's errors and what processing
+needs); a kind may keep other series beside them (``decided-NNNNN.parquet``). Each
+is written under a hidden name, then renamed, so a crash never leaves half a chunk.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from worker.intake.readers import Table
+
+
+def path(folder: Path, index: int, prefix: str = "chunk") -> Path:
+    return folder / f"{prefix}-{index:05d}.parquet"
+
+
+def paths(folder: Path, prefix: str = "chunk") -> list[tuple[int, Path]]:
+    """``(index, path)`` of each chunk of the series ``prefix``, in order."""
+    return [(int(p.stem.split("-")[1]), p) for p in sorted(folder.glob(f"{prefix}-*.parquet"))]
+
+
+def clear(folder: Path, prefix: str = "chunk") -> None:
+    """The folder, made if need be, without the chunks of an earlier try."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{prefix}-*.parquet"):
+        old.unlink()
+
+
+def write(folder: Path, index: int, frame: pl.DataFrame, prefix: str = "chunk") -> None:
+    target = path(folder, index, prefix)
+    tmp = folder / f".{target.stem}.tmp"
+    frame.write_parquet(tmp, compression="lz4", statistics=False)
+    tmp.replace(target)
+    recent.put(target, frame)
+
+
+def read(source: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    return recent.read(source, columns)
+
+
+def read_all(folder: Path, prefix: str = "chunk") -> Iterator[tuple[int, pl.DataFrame]]:
+    for index, source in paths(folder, prefix):
+        yield index, recent.read(source)
+
+
+def one_chunk(table: Table, chunk_rows: int) -> pl.DataFrame | None:
+    """The table's rows when they make exactly one chunk, else None."""
+    batches = list(itertools.islice(table.batches(chunk_rows), 2))
+    return batches[0] if len(batches) == 1 else None
+
+
+class RecentChunks:
+    """The small chunks this process wrote last, kept in memory: a small file's later
+    stages read its chunk three times just after it was written, and reading Parquet
+    costs more than their work. Keyed by the file's inode, mtime and size, so a chunk
+    written again (a re-run) is never mistaken for the one kept. Bounded by rows, not
+    chunks: each thread may be through a group of small files at once."""
+
+    def __init__(self, max_rows: int = 10_000, keep_rows: int = 160_000, keep: int = 1024) -> None:
+        self.max_rows = max_rows
+        self.keep_rows = keep_rows
+        self.keep = keep
+        self._frames: OrderedDict[tuple[str, int, int, int], pl.DataFrame] = OrderedDict()
+        self._rows = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(source: Path) -> tuple[str, int, int, int]:
+        info = source.stat()
+        return (str(source), info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def put(self, source: Path, frame: pl.DataFrame) -> None:
+        if len(frame) > self.max_rows:
+            return
+        key = self._key(source)
+        with self._lock:
+            old = self._frames.pop(key, None)
+            self._rows += len(frame) - (len(old) if old is not None else 0)
+            self._frames[key] = frame
+            while self._rows > self.keep_rows or len(self._frames) > self.keep:
+                self._rows -= len(self._frames.popitem(last=False)[1])
+
+    def read(self, source: Path, columns: list[str] | None = None) -> pl.DataFrame:
+        with self._lock:
+            frame = self._frames.get(self._key(source))
+        if frame is None:
+            return pl.read_parquet(source, columns=columns)
+        return frame.select(columns) if columns else frame
+
+
+recent = RecentChunks()

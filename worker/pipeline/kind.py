@@ -1,0 +1,133 @@
+"""What a file kind gives the pipeline: a base whose hooks do nothing by default.
+
+The pipeline (``worker.pipeline.stages``) owns the stages and the bookkeeping that
+is the same for every kind: leases, transitions, result names, moving the original,
+whole-file rejection. A kind owns what differs: how its rows are validated,
+processed, written as results and reported. It overrides only the hooks it needs,
+so the pipeline never asks which kind it holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import polars as pl
+
+from worker.intake.readers import Signature, Table
+from worker.pipeline.check import Report
+from worker.settings import Settings
+from worker.state import Connection, File, Store
+
+if TYPE_CHECKING:
+    from worker.pipeline.runtime import Runtime
+
+
+@dataclass
+class Summary:
+    """What validation found in a whole file."""
+
+    rows: int = 0
+    valid: int = 0
+    rejected: int = 0
+    chunks: int = 0
+    unknown_columns: list[str] = field(default_factory=list)
+    #: The first rejected rows: (line_number, reference, errors).
+    first_errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float:
+        return self.rejected / self.rows if self.rows else 0.0
+
+
+#: A small file's part of a grouped validation: its record, table and one chunk of rows.
+SmallFile = tuple[File, Table, pl.DataFrame]
+
+
+class FileKind:
+    """One kind of file. Subclasses set the class attributes and override the hooks."""
+
+    #: The kind's name, in ``files.kind``, the log and ``invoice-worker template``.
+    name: ClassVar[str] = ""
+    #: How its header is told apart, and the columns it must have.
+    signature: ClassVar[Signature]
+    #: Appended to the file's name for its results file.
+    result_suffix: ClassVar[str] = ".results.csv"
+    #: Whether administrators get an email after validation.
+    reports_validation: ClassVar[bool] = False
+    #: Whether ``max_error_rate`` applies.
+    error_rate_applies: ClassVar[bool] = False
+    #: Whether small files of this kind are validated together (``validate_many``).
+    groups_small_files: ClassVar[bool] = False
+
+    def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
+        """Called to check every row; keeps what processing needs under ``rt.work(file)``."""
+        raise NotImplementedError
+
+    def validate_many(self, rt: Runtime, small: list[SmallFile]) -> list[Summary]:
+        """Called with small files of this kind when it ``groups_small_files``, to
+        validate them in one go; each gets what its own ``validate`` would give it."""
+        raise NotImplementedError
+
+    def reserve(self, rt: Runtime, conn: Connection, summary: Summary) -> int | None:
+        """Called inside the validated commit, to reserve numbers for what processing
+        will create."""
+        return None
+
+    def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
+        """Called to apply the valid rows; each unit of work commits with its done-mark."""
+
+    def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
+        """Called to write the results file (atomically); ``created`` False when nothing was."""
+
+    def errors_csv(self, rt: Runtime, file: File) -> bytes | None:
+        """Called for the attachment: every rejected row as CSV; None when none."""
+        return None
+
+    def processing_report(self, rt: Runtime, file: File) -> EmailMessage | None:
+        """Called once the file is processed: the administrators' email, if any."""
+        return None
+
+    def check(self, settings: Settings, table: Table, store: Store | None) -> Report:
+        """Called by ``invoice-worker validate``: every rule, against the state as it is
+        (read only, when there is a state database), nothing written."""
+        raise NotImplementedError
+
+    def template(self, expiry: datetime) -> tuple[list[str], list[str]]:
+        """The header and an example row, for ``invoice-worker template``."""
+        raise NotImplementedError
+
+    def csv_template(self, expiry: datetime) -> str:
+        header, row = self.template(expiry)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerow(row)
+        return out.getvalue()
+
+
+class Kinds:
+    """The registry: the kinds a file can be, in the order their headers are tried."""
+
+    def __init__(self, kinds: Iterable[FileKind]) -> None:
+        self._kinds = {kind.name: kind for kind in kinds}
+
+    def __iter__(self) -> Iterator[FileKind]:
+        return iter(self._kinds.values())
+
+    def get(self, name: str | None) -> FileKind | None:
+        return self._kinds.get(name or "")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._kinds)
+
+    @property
+    def signatures(self) -> Sequence[Signature]:
+        return [kind.signature for kind in self]

@@ -1,0 +1,208 @@
+"""The processes: ``run`` (watcher and workers), ``run --once``, ``watch`` and ``worker``.
+
+Each builds its parts from the settings, in order: folders, state, Redis,
+broker, actors; and stops them in reverse on Ctrl-C or SIGTERM, letting
+in-flight jobs finish (what does not finish is handed back by its lease and
+picked up at the next start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from dramatiq.brokers.redis import RedisBroker
+
+from notifications import webhook
+from worker import log, state
+from worker.delivery import customers as invoice_mail
+from worker.delivery import outbox
+from worker.intake.watcher import Watcher
+from worker.kinds import KINDS
+from worker.pipeline import groups
+from worker.pipeline.runtime import Runtime
+from worker.service import broker as broker_module
+from worker.service import processes
+from worker.service import redis as redis_server
+from worker.settings import Settings
+from worker.state import Store, files
+from worker.state import outbox as outbox_state
+
+STOP_TIMEOUT_MS = 30_000
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    store: Store
+    redis: redis_server.RedisServer
+    broker: RedisBroker
+    runtime: Runtime
+
+
+@contextlib.contextmanager
+def parts(settings: Settings) -> Iterator[Parts]:
+    settings.ensure_folders()
+    store = state.connect(settings.state_db)
+    redis = redis_server.start(settings.redis_url, settings.var)
+    try:
+        broker = broker_module.install(redis.url)
+        from worker.service import actors  # after install: actors bind to that broker
+
+        runtime = Runtime(settings=settings, store=store, kinds=KINDS)
+        actors.bind(runtime)
+        log.event(
+            "worker.configured",
+            home=settings.home,
+            redis=log.redact_url(redis.url) if settings.redis_url else "embedded",
+            smtp=log.redact_url(settings.smtp_url) or f"eml files in {settings.mail}",
+        )
+        yield Parts(settings, store, redis, broker, runtime)
+        broker.close()
+    finally:
+        redis.stop()
+
+
+def enqueuer(store: Store, workers: int = 1) -> Callable[[list[int]], None]:
+    """Sends each file's job: small files in groups (see ``worker.groups``), spread over
+    ``workers`` (threads running jobs, all processes together)."""
+    from worker.service import actors
+
+    def enqueue(file_ids: list[int]) -> None:
+        alone, together = groups.split(files.sizes(store, file_ids), workers)
+        for file_id in alone:
+            actors.advance.send(file_id)
+        for group in together:
+            actors.advance_many.send(group)
+        files.mark_enqueued(store, file_ids)
+
+    return enqueue
+
+
+def workers(settings: Settings) -> int:
+    return processes.count(settings) * settings.worker_threads
+
+
+def kick_mail_if_due(store: Store) -> None:
+    from worker.service import actors
+
+    if outbox_state.due(store):
+        actors.deliver_mail.send()
+    if invoice_mail.due(store):
+        actors.deliver_invoice_mail.send()
+
+
+def kick_webhooks_if_due(store: Store, settings: Settings) -> None:
+    from worker.service import actors
+
+    if settings.merchant_webhook_url and webhook.due(store):
+        actors.deliver_webhooks.send()
+
+
+class Stopper:
+    """Turns SIGINT and SIGTERM into an event the main loop waits on."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __enter__(self) -> Stopper:
+        self._old = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        log.event("worker.stopping", signal=signal.Signals(signum).name)
+        self.event.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def run(
+    settings: Settings,
+    *,
+    once: bool = False,
+    watch: bool = True,
+    work: bool = True,
+    mail_timeout: float = 60.0,
+    children: bool = True,
+) -> int:
+    """The foreground process. ``once``: drain the inbox, then exit 0. ``children``:
+    start the other ``worker_processes`` too (they pass False)."""
+    with parts(settings) as p, Stopper() as stopper:
+        worker = None
+        extra: list[BaseProcess] = []
+        if work:
+            worker = broker_module.worker(p.broker, settings.worker_threads)
+            worker.start()
+        enqueue = enqueuer(p.store, workers(settings))
+        watcher = Watcher(settings, p.store, enqueue) if watch else None
+        try:
+            if work and children:
+                extra = processes.start(settings)
+            if watcher:
+                watcher.start()
+            kick_mail_if_due(p.store)
+            kick_webhooks_if_due(p.store, settings)
+            # --once waits for emails while they move; mail_timeout is how long it
+            # waits for a mail server that takes none (it is down or refuses).
+            idle_since: float | None = None
+            left = -1
+            while not stopper.event.is_set():
+                reconciled = watcher.step() if watcher else False
+                if reconciled:
+                    kick_mail_if_due(p.store)
+                    kick_webhooks_if_due(p.store, settings)
+                if once and watcher:
+                    done = _drained(p, watcher)
+                    now_left = _mail_left(p.store, settings) if done == "mail" else -1
+                    moving = now_left != left
+                    left = now_left
+                    if done != "mail" or moving:
+                        idle_since = None
+                    else:
+                        idle_since = idle_since or time.monotonic()
+                    if done == "all" or (
+                        idle_since and time.monotonic() - idle_since > mail_timeout
+                    ):
+                        if done != "all":
+                            log.event(
+                                "run.mail_pending",
+                                pending=outbox.pending(p.store),
+                                webhooks=webhook.pending(p.store),
+                                customer_pending=invoice_mail.open_count(p.store),
+                            )
+                        break
+                stopper.event.wait(0.05)
+        finally:
+            if watcher:
+                watcher.stop()
+            processes.stop(extra, STOP_TIMEOUT_MS / 1000)
+            if worker:
+                worker.stop(timeout=STOP_TIMEOUT_MS)
+            log.event("worker.stopped")
+    return 0
+
+
+def _drained(p: Parts, watcher: Watcher) -> str | None:
+    """ "all" when nothing is left, "mail" when only emails (or webhooks) are, else None."""
+    if watcher.pending() or files.unfinished(p.store):
+        return None
+    watcher.scan()
+    if watcher.pending():
+        return None
+    return "mail" if _mail_left(p.store, p.settings) else "all"
+
+
+def _mail_left(store: Store, settings: Settings) -> int:
+    """Emails and merchant webhooks still to go."""
+    webhooks = webhook.pending(store) if settings.merchant_webhook_url else 0
+    return outbox.pending(store) + invoice_mail.open_count(store) + webhooks

@@ -1,0 +1,78 @@
+"""The state database's one small interface: connections and transactions.
+
+Every function of ``worker.state`` takes a :class:`Store` (or the connection of a
+transaction it opened) and speaks SQL through it; nothing outside this package
+does. A second database is one more implementation beside ``sqlite.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from worker.errors import StateError
+
+#: A DB-API connection of the backend, inside a transaction or for reads.
+Connection = Any
+Row = Any
+
+
+class Store(abc.ABC):
+    """The state database: one connection per thread, safe across processes."""
+
+    @abc.abstractmethod
+    def open(self) -> Store:
+        """Create the database if needed and apply pending migrations."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close this thread's connection and let go of what the store holds."""
+
+    @property
+    @abc.abstractmethod
+    def conn(self) -> Connection:
+        """This thread's connection, in autocommit: for reads outside a transaction."""
+
+    @abc.abstractmethod
+    def atomic(self) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction; nested calls are savepoints inside the outer one.
+
+        The outer transaction takes the write lock up front (a second writer waits
+        rather than failing when it upgrades), as ``sqlite_utils.Database.atomic()``
+        nests, but begins immediate."""
+
+    # -- reads, for the modules of this package ---------------------------
+
+    def one(self, sql: str, params: Any = ()) -> Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def row(self, sql: str, params: Any = ()) -> Row:
+        """The row of a query that always has one (an aggregate: count, sum)."""
+        row = self.one(sql, params)
+        if row is None:
+            raise StateError(f"no row from: {sql}")
+        return row
+
+    def all(self, sql: str, params: Any = ()) -> list[Row]:
+        return list(self.conn.execute(sql, params).fetchall())
+
+    def value(self, sql: str, params: Any = ()) -> Any:
+        """The first column of the first row, or None."""
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+
+@contextlib.contextmanager
+def savepoint(conn: Connection, depth: int) -> Iterator[Connection]:
+    """A savepoint inside the caller's transaction: rolled back alone on error."""
+    name = f"sp{depth}"
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        conn.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.execute(f"RELEASE SAVEPOINT {name}")
