@@ -105,11 +105,11 @@ def validate(settings: Settings, file: Path, limit: int) -> None:
     Prints FILE:LINE: column: CODE for each error. Exit 0 when every row is
     valid, 1 when some rows are not, 2 when the file cannot be used at all.
     """
-    from worker.kinds.invoices import check as checking
+    from worker import kinds
 
     with tempfile.TemporaryDirectory() as work:
         try:
-            report = checking.check(settings, file, Path(work))
+            report = kinds.check(settings, file, Path(work))
         except FileRejected as why:
             where = f":{why.line}" if why.line else ""
             click.echo(f"{file.name}{where}: {why.code}: {why.message}", err=True)
@@ -119,13 +119,22 @@ def validate(settings: Settings, file: Path, limit: int) -> None:
     sys.exit(EXIT_OK if report.rejected == 0 else EXIT_INVALID_ROWS)
 
 
+def _kind_names() -> list[str]:
+    from worker.kinds import KINDS
+
+    return KINDS.names
+
+
 @main.command()
-@click.argument("kind", type=click.Choice(["invoices", "batches", "payments"]))
+@click.argument("kind", type=click.Choice(_kind_names()))
 def template(kind: str) -> None:
     """Print the CSV template of KIND: the header and an example row."""
-    from worker.kinds import templates
+    from worker.kinds import KINDS
 
-    click.echo(templates.csv_template(kind, datetime.now(UTC) + timedelta(days=30)), nl=False)
+    file_kind = KINDS.get(kind)
+    assert file_kind is not None  # click checked the choice
+    expiry = datetime.now(UTC) + timedelta(days=30)
+    click.echo(file_kind.csv_template(expiry), nl=False)
 
 
 @main.command()

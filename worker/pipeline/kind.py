@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from worker.pipeline.runtime import Runtime
 
 
+#: Rejected rows a summary lists (the administrators' email shows them).
+FIRST_ERRORS = 20
+
+
 @dataclass
 class Summary:
     """What validation found in a whole file."""
@@ -44,6 +48,23 @@ class Summary:
     @property
     def error_rate(self) -> float:
         return self.rejected / self.rows if self.rows else 0.0
+
+    def count(
+        self,
+        checked: pl.DataFrame,
+        rejected_when: pl.Expr | None = None,
+        first_errors: tuple[str, str, str] = ("line_number", "merchant_reference", "errors"),
+    ) -> None:
+        """Add a validated chunk; ``first_errors`` names the line, reference and errors
+        columns of the rejected rows it lists (the first :data:`FIRST_ERRORS`)."""
+        rejected = checked.filter(~pl.col("valid") if rejected_when is None else rejected_when)
+        self.rows += len(checked)
+        self.rejected += len(rejected)
+        self.valid += len(checked) - len(rejected)
+        self.chunks += 1
+        room = FIRST_ERRORS - len(self.first_errors)
+        if room > 0:
+            self.first_errors.extend(rejected.head(room).select(first_errors).rows())
 
 
 #: A small file's part of a grouped validation: its record, table and one chunk of rows.

@@ -198,7 +198,7 @@ class InvoiceValidator:
         seen_in_file = ~refs.is_first_distinct() | self.seen.met(refs)
         ordinal = VALID.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
         checked = self.check(frame, seen_in_file, ordinal)
-        count(self.summary, checked)
+        self.summary.count(checked)
         return checked
 
     def check(
@@ -255,27 +255,6 @@ def unknown_columns(table: Table) -> list[str]:
     return [c for c in table.columns if c not in COLUMN_NAMES and c != "line_number"]
 
 
-NOT_VALID = ~pl.col("valid")
-
-
-def count(
-    s: Summary,
-    checked: pl.DataFrame,
-    rejected_when: pl.Expr = NOT_VALID,
-    first_errors: tuple[str, str, str] = ("line_number", "merchant_reference", "errors"),
-) -> None:
-    """Add a validated chunk to its file's summary; ``first_errors`` names the line,
-    reference and errors columns of the rejected rows it lists."""
-    rejected = checked.filter(rejected_when)
-    s.rows += len(checked)
-    s.rejected += len(rejected)
-    s.valid += len(checked) - len(rejected)
-    s.chunks += 1
-    room = 20 - len(s.first_errors)
-    if room > 0:
-        s.first_errors.extend(rejected.head(room).select(first_errors).rows())
-
-
 def validate_to(
     table: Table, ctx: Context, folder: Path, chunk_rows: int, exists: ExistsCheck | None
 ) -> Summary:
@@ -319,7 +298,7 @@ def validate_many(files: list[Small], ctx: Context, exists: ExistsCheck | None) 
         chunks.clear(f.folder)
         chunk = parts.get((i,), empty)
         summary = Summary(unknown_columns=unknown_columns(f.table))
-        count(summary, chunk)
+        summary.count(chunk)
         chunks.write(f.folder, 0, chunk)
         summaries.append(summary)
     return summaries

@@ -30,7 +30,6 @@ from rules import values
 from rules.columns import Context
 from worker.intake.readers import Table
 from worker.kinds import documents
-from worker.kinds.invoices import validation
 from worker.pipeline.kind import Summary
 from worker.state.files import now_iso
 
@@ -85,8 +84,7 @@ class PaymentValidator:
         seen = (~refs.is_first_distinct() | refs.is_in(self.seen.implode())).fill_null(False)
         self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
         checked = frame.with_columns(_seen_in_file=seen).with_columns(format_errors=self._format)
-        validation.count(
-            self.summary,
+        self.summary.count(
             checked,
             pl.col("format_errors") != "",
             ("line_number", "payment_reference", "format_errors"),
