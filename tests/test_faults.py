@@ -21,7 +21,7 @@ from worker.errors import LeaseHeld
 from worker.kinds import KINDS
 from worker.pipeline import stages as pipeline
 from worker.pipeline.runtime import Runtime
-from worker.state import files, leases
+from worker.state import File, files, leases
 
 
 def test_a_run_holding_the_lease_makes_a_redelivered_job_stand_back(settings, store):
@@ -31,13 +31,13 @@ def test_a_run_holding_the_lease_makes_a_redelivered_job_stand_back(settings, st
 
     file_id = claim.claim(settings, store, settings.inbox / "a.csv")
     rt = Runtime(settings=settings, store=store, kinds=KINDS)
-    assert store.take_lease(file_id, f"{leases.HOST}:{os.getpid()}:first", 30)
+    assert leases.take_file(store, file_id, f"{leases.HOST}:{os.getpid()}:first", 30, attempt=False)
     # When the message is delivered a second time
     with pytest.raises(LeaseHeld):
         pipeline.advance(rt, file_id)
     # Then the second run changed nothing, and goes ahead once the lease is released
     assert files.get(store, file_id).state == "received"
-    store.release_lease(file_id, f"{leases.HOST}:{os.getpid()}:first")
+    leases.release_file(store, file_id, f"{leases.HOST}:{os.getpid()}:first")
     assert pipeline.advance(rt, file_id) == "processed"
 
 
@@ -49,7 +49,7 @@ def test_a_lease_held_by_a_dead_process_is_taken_over_at_once(settings, store):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     ).stdout.strip()
-    assert store.take_lease(file_id, f"{leases.HOST}:{dead}:gone", 300)
+    assert leases.take_file(store, file_id, f"{leases.HOST}:{dead}:gone", 300, attempt=False)
     assert (
         pipeline.advance(Runtime(settings=settings, store=store, kinds=KINDS), file_id)
         == "processed"
@@ -92,7 +92,7 @@ def test_an_outbox_that_cannot_be_written_holds_the_file_until_it_can(
     # When the file is processed
     wait_for(lambda: store.one("SELECT 1 FROM outbox WHERE kind = 'stalled'"), timeout=20)
     # Then it is not marked done, the original is kept, the administrators are told
-    file = store.one("SELECT * FROM files")
+    file = File.from_row(store.one("SELECT * FROM files"))
     assert file.state == "processing"
     assert Path(file.claimed_path).exists()
     # And it completes once the folder is back, with each invoice once

@@ -166,7 +166,7 @@ def test_a_group_leaves_a_file_another_run_holds_to_that_run(settings, store):
         settings, store, {f"f{n}.csv": invoice_csv([invoice_row(n)]) for n in (1, 2, 3)}
     )
     holder = f"{leases.HOST}:{os.getpid()}:other"
-    assert store.take_lease(ids[1], holder, 30)
+    assert leases.take_file(store, ids[1], holder, 30, attempt=False)
     # When a group run advances all three
     groups.advance_many(Runtime(settings=settings, store=store, kinds=KINDS), ids)
     # Then the others are processed and the held one is untouched
@@ -218,6 +218,6 @@ def test_a_burst_dropped_into_the_inbox_is_processed_in_groups(pipeline, setting
     rows = pipeline.wait_final(12)
     # Then every one was processed, with its results, and some were validated together
     assert [r.state for r in rows] == ["processed"] * 12
-    assert all((settings.outbox / f"{r['name']}.results.csv").exists() for r in rows)
+    assert all((settings.outbox / f"{r.name}.results.csv").exists() for r in rows)
     assert store.row("SELECT count(*) AS n FROM invoices")["n"] == 36
     assert any(r.getMessage() == "group.validated" for r in caplog.records)

@@ -207,9 +207,9 @@ def test_a_later_file_of_the_same_name_gets_a_distinct_result(pipeline, settings
     pipeline.drop("same.csv", invoice_csv([invoice_row(2)]))
     files = pipeline.wait_final(2)
     assert (settings.outbox / "same.csv.results.csv").exists()
-    assert (settings.outbox / f"same.csv.{files[1]['id']}.results.csv").exists()
+    assert (settings.outbox / f"same.csv.{files[1].id}.results.csv").exists()
     assert (settings.archive / "same.csv").exists()
-    assert (settings.archive / f"same.{files[1]['id']}.csv").exists()
+    assert (settings.archive / f"same.{files[1].id}.csv").exists()
     first = read_results(settings.outbox / "same.csv.results.csv")
     assert first[0]["merchant_reference"] == "REF-000001"
 

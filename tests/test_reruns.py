@@ -21,7 +21,7 @@ from worker.kinds import KINDS
 from worker.kinds import KINDS as kinds
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.stages import approve
-from worker.state import files
+from worker.state import File, files
 
 
 @pytest.fixture
@@ -30,13 +30,13 @@ def held(make_pipeline, settings):
     return make_pipeline(settings.with_(require_approval=True))
 
 
-def release(h: Any, file_id: int) -> dict[str, Any]:
+def release(h: Any, file_id: int) -> File:
     approve(h.store, file_id)
     h.wait_final(file_id, states=frozenset({"processed"}))
-    return dict(files.get(h.store, file_id))
+    return files.get(h.store, file_id)
 
 
-def processed_twice_then_released(h: Any, settings: Any, name: str, content: str) -> dict:
+def processed_twice_then_released(h: Any, settings: Any, name: str, content: str) -> File:
     """Drop a file; while it waits for approval, run its processing step twice (as a
     redelivered job would); then let the pipeline finish it."""
     file = run_file(h, name, content)

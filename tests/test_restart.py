@@ -15,6 +15,8 @@ import polars as pl
 import pytest
 from helpers import cli, cli_env, future, invoice_csv, invoice_row, read_results
 
+from worker.state import File
+
 
 def big_invoice_file(path: Path, rows: int, bad_every: int = 100) -> int:
     """A file of ``rows`` invoices where every ``bad_every``-th amount is bad; returns the
@@ -126,7 +128,7 @@ def test_sigkill_in_the_middle_of_a_large_file_then_run_once_creates_each_invoic
     done = cli("run", "--once", home=home, **env)
     assert done.returncode == 0, done.stderr[-2000:]
     conn = db(home)
-    file = conn.execute("SELECT * FROM files").fetchone()
+    file = File.from_row(conn.execute("SELECT * FROM files").fetchone())
     assert file.state == "processed"
     assert (file.valid, file.created) == (valid, valid)
     count, distinct = conn.execute(

@@ -19,20 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker import log
-from worker.pipeline.results import safe_stem
+from worker.intake.names import DONE_SUFFIX, safe_stem
 from worker.settings import Settings
 from worker.state import Store, files
-
-IGNORED_PREFIXES = (".", "~")
-IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", "~")
-DONE_SUFFIX = ".done"
-
-
-def is_candidate_name(name: str, done_marker: bool) -> bool:
-    """Whether a name may be picked up: temp and hidden names never are."""
-    if name.startswith(IGNORED_PREFIXES) or name.lower().endswith(IGNORED_SUFFIXES):
-        return False
-    return not (done_marker and name.endswith(DONE_SUFFIX))
 
 
 def sha256_of(path: Path) -> tuple[str, int]:

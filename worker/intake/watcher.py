@@ -23,7 +23,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from worker import log
-from worker.intake import claim
+from worker.intake import claim, names
 from worker.settings import Settings
 from worker.state import Store, files
 from worker.state.mounts import is_network_filesystem
@@ -97,10 +97,10 @@ class Watcher:
         if any(part.startswith(".") for part in p.relative_to(self.settings.inbox).parts[:-1]):
             return
         name = p.name
-        if self.settings.done_marker and name.endswith(claim.DONE_SUFFIX):
-            path = str(p.with_name(name[: -len(claim.DONE_SUFFIX)]))
+        if self.settings.done_marker and name.endswith(names.DONE_SUFFIX):
+            path = str(p.with_name(name[: -len(names.DONE_SUFFIX)]))
             name = Path(path).name
-        if claim.is_candidate_name(name, self.settings.done_marker):
+        if names.is_candidate_name(name, self.settings.done_marker):
             with self._lock:
                 if path in self._seen:
                     return
@@ -113,9 +113,9 @@ class Watcher:
     def scan(self) -> None:
         """Every candidate name in the inbox, as if an event had named it."""
         top = self.settings.inbox
-        for folder, dirs, names in os.walk(top):
+        for folder, dirs, entries in os.walk(top):
             dirs[:] = [d for d in dirs if not d.startswith(".")] if self.settings.recursive else []
-            for name in names:
+            for name in entries:
                 self.notice(os.path.join(folder, name))
 
     def pending(self) -> int:
@@ -132,7 +132,7 @@ class Watcher:
             return None
         if stat.S_ISDIR(info.st_mode):
             return None
-        if self.settings.done_marker and not os.path.exists(path + claim.DONE_SUFFIX):
+        if self.settings.done_marker and not os.path.exists(path + names.DONE_SUFFIX):
             return None
         size, mtime, since = self._seen[path]
         if (info.st_size, info.st_mtime_ns) != (size, mtime):

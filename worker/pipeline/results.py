@@ -16,9 +16,9 @@ from typing import IO, Any
 
 import polars as pl
 
-NAME_MAX = 255
+from worker.intake.names import NAME_MAX, safe_stem
+
 FORMULA_START = r"^[=+\-@\t\r]"
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 INVOICE_RESULT_COLUMNS = (
     "line_number",
@@ -39,17 +39,6 @@ def formula_safe(expr: pl.Expr) -> pl.Expr:
 
 def formula_safe_text(text: str) -> str:
     return "'" + text if re.match(FORMULA_START, text) else text
-
-
-def safe_stem(name: str, reserve: int = 0) -> str:
-    """A name fit for a folder of ours: no control characters or slashes, not hidden, not
-    an option, and short enough to leave ``reserve`` bytes for a suffix within NAME_MAX."""
-    stem = _UNSAFE_NAME.sub("_", name).lstrip(".-") or "file"
-    room = NAME_MAX - reserve
-    encoded = stem.encode()
-    if len(encoded) > room:
-        stem = encoded[:room].decode("utf-8", errors="ignore")
-    return stem
 
 
 RESULT_SUFFIXES = (".results.csv", ".results.json", ".error.json")
