@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from rules.columns import INVOICE_COLUMNS
+from rules.invoices import INVOICE_COLUMNS
 from worker.kinds.invoices.processing import BULK_CACHE_KIB, INSERT_COLUMNS
 
 LINK_BASE = "https://pay.example.com/pay/"
@@ -41,7 +41,8 @@ FIRST_NUMBER = 100_000_000_001
 def floor_polars(path: Path) -> dict[str, int]:
     """Read and validate with polars only: the per-row error table."""
     from rules import values
-    from rules.columns import COLUMN_NAMES, errors_expr
+    from rules.invoices import COLUMN_NAMES
+    from rules.invoices import invoice_errors as errors_expr
     from worker.kinds.context import rules_context
 
     ctx = rules_context((), {}, None)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rules.columns import COLUMN_NAMES
+from rules.invoices import COLUMN_NAMES
 
 HEADER = COLUMN_NAMES
 BAD_SHARE = 0.01

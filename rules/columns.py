@@ -1,4 +1,4 @@
-"""Invoice file columns and their rules, as data (SPEC 3.1 and 4).
+"""The column machinery every kind's rules are written in: columns, rules, the context.
 
 Each column lists its checks in reporting order. A row gets at most one code
 per column: the first that applies of ``REQUIRED``, ``TOO_LONG``, then the
@@ -14,14 +14,12 @@ invoiced) read helper columns the validator adds: ``_seen_in_file`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import polars as pl
-
-from rules import values
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,9 @@ class Column:
     max_length: int | None = None
     rules: tuple[Rule, ...] = ()
     example: str = ""
+    #: For an optional column: the code and the check that make a blank value an error
+    #: (``customer_phone`` when SMS is asked for).
+    required_when: tuple[str, Callable[[Context], pl.Expr]] | None = None
 
 
 def col(name: str) -> pl.Expr:
@@ -69,222 +70,6 @@ def not_in(
     return fails
 
 
-def _sms_asked() -> pl.Expr:
-    return values.notification_items(col("notification_type")).list.contains("SMS") & ~(
-        values.notification_items(col("notification_type")).list.contains("NONE")
-    )
-
-
-def _account(ctx: Context) -> pl.Expr:
-    return col("payment_account").fill_null(pl.lit(ctx.default_account, pl.String))
-
-
-def _unknown_account(ctx: Context) -> pl.Expr:
-    if not ctx.accounts:
-        return pl.lit(False)
-    return _account(ctx).is_not_null() & ~_account(ctx).is_in(list(ctx.accounts))
-
-
-def _account_needed(ctx: Context) -> pl.Expr:
-    # Blank means default_account when one is configured, else REQUIRED (if accounts are).
-    return pl.lit(bool(ctx.accounts) and not ctx.default_account)
-
-
-def _currency_mismatch(ctx: Context) -> pl.Expr:
-    if not ctx.accounts:
-        return pl.lit(False)
-    expected = _account(ctx).replace_strict(dict(ctx.accounts), default=None)
-    return expected.is_not_null() & (col("currency").str.to_uppercase() != expected)
-
-
-INVOICE_COLUMNS: tuple[Column, ...] = (
-    Column(
-        "service_command",
-        required=True,
-        rules=(
-            Rule(
-                "SERVICE_COMMAND_NOT_ALLOWED",
-                "service_command must be PAYMENT_LINK",
-                lambda ctx: col("service_command") != "PAYMENT_LINK",
-            ),
-        ),
-        example="PAYMENT_LINK",
-    ),
-    Column(
-        "merchant_reference",
-        required=True,
-        max_length=40,
-        rules=(
-            Rule(
-                "INVALID_FORMAT",
-                "letters, digits, - _ . only, starting with a letter or digit",
-                not_matching("merchant_reference", r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
-            ),
-            Rule(
-                "DUPLICATE_MERCHANT_REFERENCE",
-                "the reference appears earlier in this file",
-                lambda ctx: col("_seen_in_file"),
-            ),
-            Rule(
-                "MERCHANT_REFERENCE_EXISTS",
-                "an invoice with this reference already exists",
-                lambda ctx: col("_exists"),
-            ),
-        ),
-        example="INV-2026-0001",
-    ),
-    Column(
-        "amount",
-        required=True,
-        rules=(
-            Rule(
-                "INVALID_AMOUNT",
-                "a positive whole number of minor units, at most 10 digits",
-                lambda ctx: values.amount(col("amount")).is_null(),
-            ),
-        ),
-        example="10000",
-    ),
-    Column(
-        "currency",
-        required=True,
-        rules=(
-            Rule(
-                "INVALID_CURRENCY",
-                "an ISO 4217 code allowed by configuration",
-                lambda ctx: ~col("currency").str.to_uppercase().is_in(sorted(ctx.currencies)),
-            ),
-            Rule(
-                "CURRENCY_ACCOUNT_MISMATCH",
-                "the currency is not the payment account's",
-                _currency_mismatch,
-            ),
-        ),
-        example="USD",
-    ),
-    Column(
-        "language",
-        required=True,
-        rules=(
-            Rule(
-                "INVALID_VALUE",
-                "en, ar, fr or rw",
-                not_in("language", values.LANGUAGES, any_case=True),
-            ),
-        ),
-        example="en",
-    ),
-    Column(
-        "customer_email",
-        required=True,
-        max_length=254,
-        rules=(
-            Rule(
-                "INVALID_EMAIL",
-                "a valid email address",
-                lambda ctx: ~col("_email_ok"),
-            ),
-        ),
-        example="customer@example.com",
-    ),
-    Column(
-        "request_expiry_date",
-        required=True,
-        rules=(
-            Rule(
-                "INVALID_DATE",
-                "an RFC 3339 date-time with offset, e.g. 2026-12-31T23:59:00+02:00",
-                lambda ctx: values.instant(col("request_expiry_date")).is_null(),
-            ),
-            Rule(
-                "EXPIRY_IN_PAST",
-                "the expiry must be in the future",
-                lambda ctx: values.instant(col("request_expiry_date")) <= pl.lit(ctx.now),
-            ),
-        ),
-        example="2027-12-31T23:59:00+00:00",
-    ),
-    Column(
-        "notification_type",
-        required=True,
-        rules=(
-            Rule(
-                "INVALID_VALUE",
-                "EMAIL, SMS, NONE or a comma list of them",
-                lambda ctx: (
-                    values.notification_items(col("notification_type"))
-                    .list.eval(~pl.element().is_in(list(values.NOTIFICATIONS)))
-                    .list.any()
-                ),
-            ),
-        ),
-        example="EMAIL",
-    ),
-    Column("customer_name", required=False, max_length=40, example="Ada Lovelace"),
-    Column(
-        "customer_phone",
-        required=False,
-        max_length=19,
-        rules=(
-            Rule(
-                "INVALID_FORMAT",
-                "digits with an optional leading +",
-                not_matching("customer_phone", r"^\+?[0-9]+$"),
-            ),
-        ),
-        example="+250788000000",
-    ),
-    Column("order_description", required=False, max_length=150, example="March subscription"),
-    Column(
-        "payment_account",
-        required=False,
-        max_length=64,
-        rules=(
-            Rule(
-                "UNKNOWN_PAYMENT_ACCOUNT",
-                "not a configured payment account",
-                _unknown_account,
-            ),
-        ),
-        example="",
-    ),
-    Column(
-        "link_command",
-        required=False,
-        rules=(
-            Rule(
-                "INVALID_VALUE",
-                "AUTHORIZATION or PURCHASE",
-                not_in("link_command", ("AUTHORIZATION", "PURCHASE")),
-            ),
-        ),
-        example="PURCHASE",
-    ),
-    Column(
-        "return_url",
-        required=False,
-        max_length=400,
-        rules=(
-            Rule(
-                "INVALID_FORMAT",
-                "an http or https URL",
-                not_matching("return_url", r"^(?i)https?://[^\s/?#]+[^\s]*$"),
-            ),
-        ),
-        example="https://shop.example.com/thanks",
-    ),
-)
-
-#: Checks that make a blank optional value required, by column.
-CONDITIONAL_REQUIRED: dict[str, tuple[str, Callable[[Context], pl.Expr]]] = {
-    "customer_phone": ("PHONE_REQUIRED_FOR_SMS", lambda ctx: _sms_asked()),
-    "payment_account": ("REQUIRED", _account_needed),
-}
-
-COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in INVOICE_COLUMNS)
-REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in INVOICE_COLUMNS if c.required)
-
-
 def column_error(column: Column, ctx: Context) -> pl.Expr:
     """``CODE(column)`` for the first check the row fails on this column, else null."""
     value = col(column.name)
@@ -292,8 +77,8 @@ def column_error(column: Column, ctx: Context) -> pl.Expr:
     branches: list[tuple[pl.Expr, str]] = []
     if column.required:
         branches.append((blank, "REQUIRED"))
-    elif column.name in CONDITIONAL_REQUIRED:
-        code, needed = CONDITIONAL_REQUIRED[column.name]
+    elif column.required_when is not None:
+        code, needed = column.required_when
         branches.append((blank & needed(ctx), code))
     if column.max_length:
         branches.append((value.str.len_chars() > column.max_length, "TOO_LONG"))
@@ -306,8 +91,8 @@ def column_error(column: Column, ctx: Context) -> pl.Expr:
     return expr.otherwise(None) if expr is not None else pl.lit(None, pl.String)
 
 
-def errors_expr(ctx: Context) -> pl.Expr:
+def errors_expr(columns: Iterable[Column], ctx: Context) -> pl.Expr:
     """Every column's code joined by ``;`` in column order; empty for a valid row."""
     return pl.concat_str(
-        [column_error(c, ctx) for c in INVOICE_COLUMNS], separator=";", ignore_nulls=True
+        [column_error(c, ctx) for c in columns], separator=";", ignore_nulls=True
     ).fill_null("")

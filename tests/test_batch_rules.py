@@ -1,4 +1,4 @@
-"""``rules.batch`` as data: each rule has a case that triggers it and one that passes it;
+"""``rules.batches`` as data: each rule has a case that triggers it and one that passes it;
 ``invoice-worker validate`` and ``template`` for batch request and payment files."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from helpers import (
     payment_row,
 )
 
-from rules.batch import BATCH_RULES, INVOICE_SCHEMA, BatchContext, Request, evaluate, http_status
+from rules.batches import BATCH_RULES, INVOICE_SCHEMA, BatchContext, Request, evaluate, http_status
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import future, invoice_csv, invoice_row
 
-from rules.columns import CONDITIONAL_REQUIRED, INVOICE_COLUMNS
+from rules.invoices import INVOICE_COLUMNS
 from worker import kinds as checking
 from worker.kinds import KINDS
 from worker.settings import Settings, load
@@ -154,7 +154,7 @@ def test_a_currency_outside_the_configured_list_is_invalid(tmp_path):
 def test_every_rule_code_is_exercised_by_a_case():
     exercised = {expected.split("(")[0] + "(" + expected.split("(")[1] for _, expected in CASES}
     declared = {f"{r.code}({c.name})" for c in INVOICE_COLUMNS for r in c.rules}
-    declared |= {f"{code}({col})" for col, (code, _) in CONDITIONAL_REQUIRED.items()}
+    declared |= {f"{c.required_when[0]}({c.name})" for c in INVOICE_COLUMNS if c.required_when}
     # Stateful and configuration codes have tests of their own above and in test_pipeline.
     elsewhere = {
         "DUPLICATE_MERCHANT_REFERENCE(merchant_reference)",
@@ -173,25 +173,26 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
     from worker.intake.readers import open_table
     from worker.kinds.context import rules_context
     from worker.kinds.invoices import validation
+    from worker.pipeline.chunks import read_all
 
     # Given a generated file with bad rows of every kind, over several chunks
     path = tmp_path / "invoices.csv"
     write_invoices(path, 5000, seed=4)
     ctx = rules_context((), {}, None)
 
-    def chunks(streaming_from: int, unoptimised_below: int) -> pl.DataFrame:
+    def validated(streaming_from: int, unoptimised_below: int) -> pl.DataFrame:
         monkeypatch.setattr(validation, "STREAMING_FROM_ROWS", streaming_from)
         monkeypatch.setattr(validation, "UNOPTIMISED_BELOW_ROWS", unoptimised_below)
         folder = tmp_path / f"work-{streaming_from}-{unoptimised_below}"
         validation.validate_to(open_table(path, folder, KINDS.signatures), ctx, folder, 1500, None)
-        frames = [chunk for _, chunk in chunks.read_all(folder)]
+        frames = [chunk for _, chunk in read_all(folder)]
         return pl.concat(frames).with_columns(token=pl.col("token").is_not_null())
 
     # When it is validated on the in-memory engine with and without plan optimisation,
     # and on the streaming engine
-    in_memory = chunks(10**9, 0)
-    unoptimised = chunks(10**9, 10**9)
-    streaming = chunks(0, 0)
+    in_memory = validated(10**9, 0)
+    unoptimised = validated(10**9, 10**9)
+    streaming = validated(0, 0)
     # Then the chunks are the same, tokens aside (they are random), ordinals included
     assert in_memory.equals(streaming)
     assert in_memory.equals(unoptimised)

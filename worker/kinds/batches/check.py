@@ -11,7 +11,7 @@ import json
 import re
 from datetime import UTC, datetime
 
-from rules.batch import BatchContext, evaluate
+from rules.batches import BatchContext, evaluate
 from worker.errors import FileRejected
 from worker.intake.readers import Table
 from worker.kinds.batches import requests as batching

@@ -1,7 +1,7 @@
 """Batch requests: read from a file, and each decided as a whole in one transaction.
 
 :func:`decide` runs inside the caller's ``BEGIN IMMEDIATE`` transaction: it
-reads the invoices the request names, applies ``rules.batch``, and either
+reads the invoices the request names, applies ``rules.batches``, and either
 creates the batch invoice and links its invoices, or creates nothing. The
 decision is recorded in ``batch_requests`` in the same transaction, so two
 files racing for one invoice are serialised by SQLite's write lock (the second
@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from rules import values
-from rules.batch import (
+from rules.batches import (
     BATCH_FIELDS,
     INVOICE_SCHEMA,
     BatchContext,
@@ -187,7 +187,7 @@ _STATE_SCHEMA["expires_at"] = pl.String()
 
 
 def invoices_frame(conn: sqlite3.Connection | None, request: Request) -> pl.DataFrame:
-    """The request's invoices as ``rules.batch`` reads them (all not found without a db)."""
+    """The request's invoices as ``rules.batches`` reads them (all not found without a db)."""
     asked = pl.DataFrame(
         {"requested": list(request.invoice_numbers)}, schema={"requested": pl.String}
     )

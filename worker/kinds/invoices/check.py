@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from rules.columns import INVOICE_COLUMNS
+from rules.invoices import INVOICE_COLUMNS
 from worker.errors import FileRejected
 from worker.intake.readers import Table
 from worker.kinds import context

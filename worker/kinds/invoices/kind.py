@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 
 from notifications import reports
-from rules.columns import INVOICE_COLUMNS, REQUIRED_COLUMNS, Context
+from rules.columns import Context
+from rules.invoices import INVOICE_COLUMNS, REQUIRED_COLUMNS
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.invoices import check, processing, validation

@@ -18,7 +18,9 @@ import polars as pl
 import pyarrow as pa
 
 from rules import values
-from rules.columns import COLUMN_NAMES, Context, errors_expr
+from rules.columns import Context
+from rules.invoices import COLUMN_NAMES
+from rules.invoices import invoice_errors as errors_expr
 from worker.intake.readers import Table
 from worker.pipeline import chunks
 from worker.pipeline.kind import Summary
