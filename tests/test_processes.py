@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -68,6 +69,26 @@ def test_run_starts_its_other_worker_processes_and_sigterm_stops_them_all(home):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     # Then its worker processes have stopped too
+    assert gone(pids, timeout=5)
+    assert log.read_text().count("worker.stopped") == 3
+
+
+def test_a_worker_process_that_gets_sigterm_while_starting_still_stops_cleanly(home):
+    # Given run with three worker processes in all, the other two only just spawned
+    proc, log = start_run(home, 3)
+    try:
+        pids = child_pids(log)
+        # When they get SIGTERM at once, while still starting (as from a process manager)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        # Then each stops cleanly and says so, rather than being killed by the signal
+        deadline = time.monotonic() + 30
+        while log.read_text().count("worker.stopped") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
     assert gone(pids, timeout=5)
     assert log.read_text().count("worker.stopped") == 3
 

@@ -5,20 +5,26 @@ more processes that run jobs only, as ``invoice-worker worker`` does.
 Each gets the parent's resolved settings (pickled by ``multiprocessing``'s spawn, so
 a test's or a config file's settings are the same there) and joins the same Redis.
 A child stops as ``worker`` does on SIGTERM: jobs in flight finish first. If the parent
-dies (kill -9), its children stop the same way, so none are left behind.
+dies (kill -9), its children stop the same way, so none are left behind. They start
+with SIGINT and SIGTERM blocked (see ``worker.service.signals``), so a signal that
+comes while one is still starting stops it cleanly too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
 from worker import log
+from worker.service import signals
 from worker.settings import Settings
 
 #: Used when ``worker_processes`` is 0: one process a core, up to this many.
@@ -32,15 +38,27 @@ def count(settings: Settings) -> int:
     return max(1, min(os.cpu_count() or 1, AUTO_MAX))
 
 
-def start(settings: Settings) -> list[BaseProcess]:
-    """Start the extra worker processes; returns them for :func:`stop`."""
+def start(
+    settings: Settings, redis_url: str, entry: Callable[[Settings, str], None]
+) -> list[BaseProcess]:
+    """Start the extra worker processes at ``entry(settings, log level)``; returns them for
+    :func:`stop`. They join this process's Redis at ``redis_url`` and never start or adopt
+    one: one that outlived its parent's kill -9 would otherwise adopt the embedded server
+    and stop it on its way out, under the next run that joined it."""
+    settings = dataclasses.replace(settings, redis_url=redis_url)
     context = multiprocessing.get_context("spawn")
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     children: list[BaseProcess] = []
-    for n in range(1, count(settings)):
-        child = context.Process(target=_main, args=(settings, level), name=f"worker-{n}")
-        child.start()
-        children.append(child)
+    if count(settings) > 1:
+        # The tracker is spawned by the first child.start() otherwise, and it unblocks
+        # SIGINT and SIGTERM after spawning itself: the children would start unblocked
+        # (CPython does the same for the tracker itself, bpo-33613).
+        resource_tracker.ensure_running()
+    with signals.blocked():
+        for n in range(1, count(settings)):
+            child = context.Process(target=entry, args=(settings, level), name=f"worker-{n}")
+            child.start()
+            children.append(child)
     if children:
         log.event(
             "worker.processes", started=len(children), pids=",".join(str(c.pid) for c in children)
@@ -61,14 +79,12 @@ def stop(children: list[BaseProcess], timeout: float) -> None:
             child.join()
 
 
-def _main(settings: Settings, level: str) -> None:
-    from worker.service import run as service
-
+def child_setup(settings: Settings, level: str) -> None:
+    """A started process's first steps: its log, and stopping when its parent is gone."""
     log.setup(settings.log_format, level)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_stop_with, args=(parent,), daemon=True).start()
-    service.run(settings, watch=False, work=True, children=False)
 
 
 def _stop_with(parent: BaseProcess) -> None:

@@ -9,13 +9,10 @@ picked up at the next start).
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from types import FrameType
 
 from dramatiq.brokers.redis import RedisBroker
 
@@ -30,6 +27,7 @@ from worker.pipeline.runtime import Runtime
 from worker.service import broker as broker_module
 from worker.service import processes
 from worker.service import redis as redis_server
+from worker.service.signals import Stopper
 from worker.settings import Settings
 from worker.state import Store, files
 from worker.state import outbox as outbox_state
@@ -105,27 +103,6 @@ def kick_webhooks_if_due(store: Store, settings: Settings) -> None:
         actors.deliver_webhooks.send()
 
 
-class Stopper:
-    """Turns SIGINT and SIGTERM into an event the main loop waits on."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __enter__(self) -> Stopper:
-        self._old = {
-            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        log.event("worker.stopping", signal=signal.Signals(signum).name)
-        self.event.set()
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def run(
     settings: Settings,
     *,
@@ -137,7 +114,8 @@ def run(
 ) -> int:
     """The foreground process. ``once``: drain the inbox, then exit 0. ``children``:
     start the other ``worker_processes`` too (they pass False)."""
-    with parts(settings) as p, Stopper() as stopper:
+    # The Stopper first: a signal while the parts start (Redis, store) stops cleanly too.
+    with Stopper() as stopper, parts(settings) as p:
         worker = None
         extra: list[BaseProcess] = []
         if work:
@@ -146,8 +124,8 @@ def run(
         enqueue = enqueuer(p.store, workers(settings))
         watcher = Watcher(settings, p.store, enqueue) if watch else None
         try:
-            if work and children:
-                extra = processes.start(settings)
+            if work and children and not stopper.event.is_set():
+                extra = processes.start(settings, p.redis.url, worker_process)
             if watcher:
                 watcher.start()
             kick_mail_if_due(p.store)
@@ -206,3 +184,9 @@ def _mail_left(store: Store, settings: Settings) -> int:
     """Emails and merchant webhooks still to go."""
     webhooks = webhook.pending(store) if settings.merchant_webhook_url else 0
     return outbox.pending(store) + invoice_mail.open_count(store) + webhooks
+
+
+def worker_process(settings: Settings, level: str) -> None:
+    """Where a process started by ``processes.start`` begins: jobs only, no watcher."""
+    processes.child_setup(settings, level)
+    run(settings, watch=False, work=True, children=False)
