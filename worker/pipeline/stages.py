@@ -337,7 +337,7 @@ def run(
                 reject(
                     rt,
                     file_id,
-                    FileRejected(file.error_code, file.error_message, file.error_line),
+                    FileRejected(file.error_code, file.error_message or "", file.error_line),
                 )
                 keep = True
                 return FileState.REJECTED
