@@ -173,13 +173,14 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
     from worker.intake.readers import open_table
     from worker.kinds.context import rules_context
     from worker.kinds.invoices import validation
+    from worker.pipeline import chunks
 
     # Given a generated file with bad rows of every kind, over several chunks
     path = tmp_path / "invoices.csv"
     write_invoices(path, 5000, seed=4)
     ctx = rules_context((), {}, None)
 
-    def chunks(streaming_from: int, unoptimised_below: int) -> pl.DataFrame:
+    def validated(streaming_from: int, unoptimised_below: int) -> pl.DataFrame:
         monkeypatch.setattr(validation, "STREAMING_FROM_ROWS", streaming_from)
         monkeypatch.setattr(validation, "UNOPTIMISED_BELOW_ROWS", unoptimised_below)
         folder = tmp_path / f"work-{streaming_from}-{unoptimised_below}"
@@ -189,9 +190,9 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
 
     # When it is validated on the in-memory engine with and without plan optimisation,
     # and on the streaming engine
-    in_memory = chunks(10**9, 0)
-    unoptimised = chunks(10**9, 10**9)
-    streaming = chunks(0, 0)
+    in_memory = validated(10**9, 0)
+    unoptimised = validated(10**9, 10**9)
+    streaming = validated(0, 0)
     # Then the chunks are the same, tokens aside (they are random), ordinals included
     assert in_memory.equals(streaming)
     assert in_memory.equals(unoptimised)
