@@ -32,7 +32,7 @@ from typing import Any
 import polars as pl
 
 from rules.invoices import INVOICE_COLUMNS
-from worker.kinds.invoices.processing import BULK_CACHE_KIB, INSERT_COLUMNS
+from worker.state.invoices import BULK_CACHE_KIB, INSERT_COLUMNS
 
 LINK_BASE = "https://pay.example.com/pay/"
 FIRST_NUMBER = 100_000_000_001

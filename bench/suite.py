@@ -86,10 +86,10 @@ def _fresh_db(folder: Path) -> Path:
 
 def valid_rows(source: Path, target: Path) -> Path:
     """The file's valid rows shaped as ``invoices`` rows, by the product's own code (untimed)."""
+    from tests.oracle import invoice_rows
     from worker.intake.readers import open_table
     from worker.kinds import KINDS
     from worker.kinds.context import rules_context
-    from worker.kinds.invoices.processing import invoice_rows
     from worker.kinds.invoices.validation import validate_to
     from worker.pipeline.chunks import read_all as read_chunks
 

@@ -173,7 +173,6 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
     from worker.intake.readers import open_table
     from worker.kinds.context import rules_context
     from worker.kinds.invoices import validation
-    from worker.pipeline.chunks import read_all
 
     # Given a generated file with bad rows of every kind, over several chunks
     path = tmp_path / "invoices.csv"
@@ -185,7 +184,7 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
         monkeypatch.setattr(validation, "UNOPTIMISED_BELOW_ROWS", unoptimised_below)
         folder = tmp_path / f"work-{streaming_from}-{unoptimised_below}"
         validation.validate_to(open_table(path, folder, KINDS.signatures), ctx, folder, 1500, None)
-        frames = [chunk for _, chunk in read_all(folder)]
+        frames = [chunk for _, chunk in chunks.read_all(folder)]
         return pl.concat(frames).with_columns(token=pl.col("token").is_not_null())
 
     # When it is validated on the in-memory engine with and without plan optimisation,

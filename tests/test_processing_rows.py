@@ -7,20 +7,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 from helpers import invoice_csv, invoice_row
+from oracle import invoice_rows
 
 from worker.intake.readers import open_table
 from worker.kinds import KINDS
 from worker.kinds.context import rules_context
-from worker.kinds.invoices.processing import (
-    INSERT_COLUMNS,
-    invoice_rows,
-    process_chunk,
-    process_chunks,
-)
+from worker.kinds.invoices.processing import process_chunk, process_chunks
 from worker.kinds.invoices.validation import validate_to
 from worker.pipeline.chunks import path as chunk_path
 from worker.pipeline.chunks import read_all as read_chunks
 from worker.state import Store, files
+from worker.state.invoices import INSERT_COLUMNS
 
 LINK = "https://pay.example.com/it's/"
 

@@ -20,17 +20,6 @@ from worker.intake.names import NAME_MAX, safe_stem
 
 FORMULA_START = r"^[=+\-@\t\r]"
 
-INVOICE_RESULT_COLUMNS = (
-    "line_number",
-    "merchant_reference",
-    "status",
-    "errors",
-    "invoice_number",
-    "payment_link_url",
-    "amount",
-    "currency",
-)
-
 
 def formula_safe(expr: pl.Expr) -> pl.Expr:
     """Prefix ``'`` to text a spreadsheet would evaluate (OWASP CSV injection)."""
@@ -79,39 +68,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def invoice_result_rows(
-    chunk: pl.DataFrame, number_base: int | None, link_base: str, late: pl.DataFrame | None
-) -> pl.DataFrame:
-    """One result line per row of a validated chunk, in input order."""
-    frame = chunk
-    if late is not None and not late.is_empty():
-        frame = frame.join(late, on="line_number", how="left").with_columns(
-            valid=pl.col("valid") & pl.col("code").is_null(),
-            errors=pl.when(pl.col("code").is_not_null())
-            .then(pl.col("code") + "(merchant_reference)")
-            .otherwise(pl.col("errors")),
-        )
-    created = pl.col("valid") & pl.lit(number_base is not None)
-    return frame.select(
-        "line_number",
-        formula_safe(pl.col("merchant_reference")).alias("merchant_reference"),
-        pl.when(created).then(pl.lit("CREATED")).otherwise(pl.lit("REJECTED")).alias("status"),
-        pl.col("errors").replace("", None),
-        pl.when(created).then(pl.col("ordinal") + (number_base or 0)).alias("invoice_number"),
-        pl.when(created)
-        .then(pl.lit(link_base.rstrip("/") + "/") + pl.col("token"))
-        .alias("payment_link_url"),
-        formula_safe(
-            pl.when(pl.col("valid"))
-            .then(pl.col("amount").cast(pl.String))
-            .otherwise(pl.col("amount_text"))
-        ).alias("amount"),
-        formula_safe(
-            pl.when(pl.col("valid")).then(pl.col("currency")).otherwise(pl.col("currency_text"))
-        ).alias("currency"),
-    )
 
 
 def write_csv_frames(target: Path, frames: Iterable[pl.DataFrame], columns: Iterable[str]) -> None:

@@ -2,7 +2,8 @@
 
 Binding a chunk's rows one at a time through the ``sqlite3`` module is most of what
 creating an invoice costs. ADBC's SQLite driver writes an Arrow table in C++ instead,
-and one ``INSERT ... SELECT`` then moves the rows into ``invoices`` inside SQLite.
+and one ``INSERT ... SELECT`` then moves the rows into ``invoices`` inside SQLite
+(:func:`worker.state.invoices.staged`).
 
 The driver bundles its own SQLite library. Two SQLite libraries in one process must
 never have the same database file open: closing a file drops every POSIX lock the
@@ -14,11 +15,12 @@ that file, and a re-run writes it again from the chunk.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+
+from worker.state.store import Connection
 
 #: Chunks with fewer valid rows than this are bound row by row: for a small file the
 #: staging file (create, write, attach, delete) costs more than it saves.
@@ -45,11 +47,11 @@ def write(rows: pl.DataFrame, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def attached(conn: sqlite3.Connection, path: Path) -> Iterator[str]:
+def attached(conn: Connection, path: Path) -> Iterator[str]:
     """The staging file attached to ``conn`` for the block, then deleted, whatever
     happens; yields the table's name.
 
-    Enter it before ``Store.write()``: ``BEGIN IMMEDIATE`` locks every attached
+    Enter it before ``Store.atomic()``: ``BEGIN IMMEDIATE`` locks every attached
     database, and DETACH fails while that transaction is open.
     """
     try:

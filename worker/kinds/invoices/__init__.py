@@ -2,7 +2,9 @@
 
 - ``kind``: the :class:`InvoiceFiles` hooks the pipeline calls.
 - ``validation``: the column rules over each chunk, in polars.
-- ``processing``: validated chunks become invoices, a transaction per chunk.
+- ``processing``: validated chunks become invoices, a transaction per chunk (the SQL is
+  in ``worker.state.invoices``).
+- ``results``: the results file's lines, CREATED or REJECTED.
 - ``check``: ``invoice-worker validate`` for invoice files.
 """
 

@@ -13,21 +13,19 @@ import polars as pl
 from notifications import reports
 from rules.columns import Context
 from rules.invoices import INVOICE_COLUMNS, REQUIRED_COLUMNS
+from worker.errors import StateError
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.invoices import check, processing, validation
+from worker.kinds.invoices.results import INVOICE_RESULT_COLUMNS, invoice_result_rows
 from worker.pipeline import chunks
 from worker.pipeline.check import Report
 from worker.pipeline.kind import FileKind, SmallFile, Summary
-from worker.pipeline.results import (
-    INVOICE_RESULT_COLUMNS,
-    formula_safe,
-    invoice_result_rows,
-    write_csv_frames,
-)
+from worker.pipeline.results import formula_safe, write_csv_frames
 from worker.pipeline.runtime import Runtime
 from worker.settings import Settings
 from worker.state import Connection, File, Store, numbers
+from worker.state import invoices as invoice_table
 
 #: Created invoices above which the processing report sums chunk files, not the database.
 TOTALS_FROM_CHUNKS_ABOVE = 20_000
@@ -66,21 +64,21 @@ class InvoiceFiles(FileKind):
         return numbers.reserve_invoice_numbers(conn, summary.valid)
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
+        if file.number_base is None:
+            # Numbers are reserved when the file is validated, before it may be processed.
+            raise StateError(f"file {file.id} has no invoice numbers reserved")
         processing.process_chunks(
             rt.store,
             file.id,
-            list(_chunk_files(rt.work(file))),
+            chunks.paths(rt.work(file)),
             file.number_base,
             rt.settings.payment_link_base,
             renew,
         )
 
     def _late(self, rt: Runtime, file_id: int) -> pl.DataFrame:
-        rows = rt.store.all(
-            "SELECT line_number, code FROM late_rejections WHERE file_id = ?", (file_id,)
-        )
         return pl.DataFrame(
-            [tuple(r) for r in rows],
+            invoice_table.late_rejections(rt.store, file_id),
             schema={"line_number": pl.UInt32, "code": pl.String},
             orient="row",
         )
@@ -114,14 +112,12 @@ class InvoiceFiles(FileKind):
 
     def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
         totals, emails, sms = self._tallies(rt, file)
-        late = rt.store.row(
-            "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?", (file.id,)
-        )
+        late = invoice_table.late_rejection_count(rt.store, file.id)
         return reports.processing(
             rt.envelope,
             {"id": file.id, "name": file.name, "kind": self.name},
             created=file.created or 0,
-            rejected=(file.rejected or 0) + late["n"],
+            rejected=(file.rejected or 0) + late,
             currency_totals=totals,
             result_name=f"{file.result_name}{self.result_suffix}",
             emails=emails,
@@ -142,16 +138,11 @@ class InvoiceFiles(FileKind):
         an SMS. For a large file, counted from the chunk files less the late rejections:
         asking the database reads every invoice of the file back (0.7 s a million). For a
         small one the database answers sooner."""
-        chunks = _chunk_files(rt.work(file))
-        if not chunks or (file.created or 0) < TOTALS_FROM_CHUNKS_ABOVE:
-            rows = rt.store.all(
-                "SELECT currency, count(*) AS n, sum(amount) AS total, count(email_state) AS"
-                " emails, count(sms_state) AS sms FROM invoices WHERE file_id = ?"
-                " GROUP BY currency ORDER BY currency",
-                (file.id,),
-            )
-            totals = [(r["currency"], r["n"], r["total"]) for r in rows]
-            return totals, sum(r["emails"] for r in rows), sum(r["sms"] for r in rows)
+        paths = chunks.paths(rt.work(file))
+        if not paths or (file.created or 0) < TOTALS_FROM_CHUNKS_ABOVE:
+            rows = invoice_table.tallies(rt.store, file.id)
+            totals = [(r.currency, r.n, r.total) for r in rows]
+            return totals, sum(r.emails for r in rows), sum(r.sms for r in rows)
         late = self._late(rt, file.id)
         wants = "," + pl.col("notification_type") + ","
         parts = [
@@ -167,12 +158,8 @@ class InvoiceFiles(FileKind):
                 emails=wants.str.contains(",EMAIL,", literal=True).sum(),
                 sms=wants.str.contains(",SMS,", literal=True).sum(),
             )
-            for _, path in chunks
+            for _, path in paths
         ]
         sums = pl.concat(parts).group_by("currency").agg(pl.all().sum()).sort("currency")
         totals = [(c, int(n), int(t)) for c, n, t in sums.select("currency", "n", "total").rows()]
         return totals, int(sums["emails"].sum()), int(sums["sms"].sum())
-
-
-def _chunk_files(folder: Path) -> list[tuple[int, Path]]:
-    return [(int(p.stem.split("-")[1]), p) for p in sorted(folder.glob("chunk-*.parquet"))]

@@ -22,7 +22,7 @@ from rules.columns import Context
 from rules.invoices import COLUMN_NAMES
 from rules.invoices import invoice_errors as errors_expr
 from worker.intake.readers import Table
-from worker.pipeline import chunks
+from worker.pipeline import chunks, frames
 from worker.pipeline.kind import Summary
 
 TOKEN_BYTES = 16  # 128 bits from the OS's CSPRNG
@@ -61,23 +61,6 @@ def tokens(count: int) -> pl.Series:
         [None, pa.py_buffer(secrets.token_bytes(TOKEN_BYTES * count))],
     )
     return pl.Series("token", raw).cast(pl.Binary).bin.encode("hex")
-
-
-def _prepare(frame: pl.DataFrame, keep: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Known columns trimmed, blanks as null, missing optional columns added."""
-    present = set(frame.columns)
-    return frame.select(
-        "line_number",
-        *keep,
-        *[
-            (
-                pl.col(name).str.strip_chars().replace("", None)
-                if name in present
-                else pl.lit(None, pl.String)
-            ).alias(name)
-            for name in COLUMN_NAMES
-        ],
-    ).filter(~pl.all_horizontal(pl.col(list(COLUMN_NAMES)).is_null()))
 
 
 def _normalised(ctx: Context) -> list[pl.Expr]:
@@ -195,7 +178,7 @@ class InvoiceValidator:
         self._errors, self._normal = expressions(ctx)
 
     def chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
-        frame = _prepare(raw)
+        frame = frames.prepare(raw, COLUMN_NAMES)
         refs = frame["merchant_reference"]
         seen_in_file = ~refs.is_first_distinct() | self.seen.met(refs)
         ordinal = VALID.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
@@ -248,13 +231,9 @@ class InvoiceValidator:
 
     def run(self, table: Table, chunk_rows: int) -> Iterator[pl.DataFrame]:
         """Validated chunks of a whole table; ``self.summary`` holds the totals after."""
-        self.summary.unknown_columns = unknown_columns(table)
+        self.summary.unknown_columns = frames.unknown_columns(table, COLUMN_NAMES)
         for raw in table.batches(chunk_rows):
             yield self.chunk(raw)
-
-
-def unknown_columns(table: Table) -> list[str]:
-    return [c for c in table.columns if c not in COLUMN_NAMES and c != "line_number"]
 
 
 def validate_to(
@@ -281,11 +260,12 @@ def validate_many(files: list[Small], ctx: Context, exists: ExistsCheck | None) 
     """Several one-chunk files validated in one query, each left with the chunk file and
     the summary ``validate_to`` would give it: for a 10-row file the query's fixed cost
     is most of the work, and a burst of small files pays it once per group."""
-    frame = _prepare(
+    frame = frames.prepare(
         pl.concat(
             [f.raw.with_columns(_file=pl.lit(i, pl.UInt32)) for i, f in enumerate(files)],
             how="diagonal",
         ),
+        COLUMN_NAMES,
         keep=("_file",),
     )
     seen_in_file = frame.select(
@@ -299,7 +279,7 @@ def validate_many(files: list[Small], ctx: Context, exists: ExistsCheck | None) 
     for i, f in enumerate(files):
         chunks.clear(f.folder)
         chunk = parts.get((i,), empty)
-        summary = Summary(unknown_columns=unknown_columns(f.table))
+        summary = Summary(unknown_columns=frames.unknown_columns(f.table, COLUMN_NAMES))
         summary.count(chunk)
         chunks.write(f.folder, 0, chunk)
         summaries.append(summary)

@@ -1,0 +1,233 @@
+"""Invoices: every query on ``invoices`` and ``late_rejections``.
+
+A chunk's invoices are written by one statement built for the chunk: bound one row
+at a time for a small chunk, or ``INSERT ... SELECT`` from a staging table (see
+:mod:`worker.state.staging`) for a big one. Either way they commit with the chunk's
+"done" row (:mod:`worker.state.chunks`), so a crash leaves both or neither.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import NamedTuple
+
+import polars as pl
+
+from worker.state import chunks
+from worker.state.store import Connection, Store
+
+INSERT_COLUMNS = (
+    "invoice_number",
+    "merchant_reference",
+    "file_id",
+    "line_number",
+    "type",
+    "status",
+    "amount",
+    "currency",
+    "language",
+    "customer_email",
+    "customer_name",
+    "customer_phone",
+    "notification_type",
+    "expires_at",
+    "order_description",
+    "payment_account",
+    "link_command",
+    "return_url",
+    "token",
+    "payment_link_url",
+    "email_state",
+    "sms_state",
+    "created_at",
+    "updated_at",
+)
+#: What a row binds: the rest is the same for the whole chunk, or derived, and is
+#: written by the statement itself (see :func:`insert_sql`). Fewer values bound per row
+#: is most of what Python costs per invoice.
+BOUND_COLUMNS = (
+    "invoice_number",
+    "merchant_reference",
+    "line_number",
+    "amount",
+    "currency",
+    "language",
+    "customer_email",
+    "customer_name",
+    "customer_phone",
+    "notification_type",
+    "expires_at",
+    "order_description",
+    "payment_account",
+    "link_command",
+    "return_url",
+    "token",
+)
+#: Page cache of the connection that bulk-writes (KiB, as SQLite takes it when negative):
+#: the merchant references' unique index is written wherever the ERP's references fall,
+#: and with SQLite's default of 2 MiB a chunk in random order rereads and spills most of it.
+BULK_CACHE_KIB = 64 * 1024
+#: Up to this many references are looked up with ``IN (...)``; more go through a temp
+#: table (SQLite caps the parameters of one statement, and the join is faster then).
+IN_LIST_MAX = 500
+
+#: Creates a chunk's invoices inside the open transaction and returns how many. Called
+#: again with ``late=True`` after a UNIQUE failure: another file created one of these
+#: references after this one was validated, so those rows become late rejections.
+Create = Callable[[Connection, bool], int]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _values(file_id: int, link_prefix: str, stamp: str, source: dict[str, str]) -> str:
+    """The value of each of :data:`INSERT_COLUMNS`: ``source`` names where the bound
+    columns come from; constants and derived columns are written in the SQL itself."""
+    wants = f"',' || {source['notification_type']} || ','"
+    values = {
+        **source,
+        "file_id": str(int(file_id)),
+        "type": "'SINGLE'",
+        "status": "'NEW'",
+        "payment_link_url": f"{_literal(link_prefix)} || {source['token']}",
+        "email_state": f"CASE WHEN instr({wants}, ',EMAIL,') > 0 THEN 'pending' END",
+        "sms_state": f"CASE WHEN instr({wants}, ',SMS,') > 0 THEN 'pending' END",
+        "created_at": _literal(stamp),
+        "updated_at": _literal(stamp),
+    }
+    return ", ".join(values[c] for c in INSERT_COLUMNS)
+
+
+_INTO = f"INSERT INTO invoices ({', '.join(INSERT_COLUMNS)})"
+
+
+def insert_sql(file_id: int, link_prefix: str, stamp: str) -> str:
+    """The INSERT for one chunk's rows, bound one row at a time (``executemany``).
+
+    ``link_prefix`` is what every payment link starts with (``worker.kinds.links``):
+    the statement appends each row's token to it."""
+    params = {name: f"?{n}" for n, name in enumerate(BOUND_COLUMNS, start=1)}
+    return f"{_INTO} VALUES ({_values(file_id, link_prefix, stamp, params)})"
+
+
+def insert_select_sql(file_id: int, link_prefix: str, stamp: str, table: str) -> str:
+    """The INSERT for one chunk's rows, read from a staging ``table`` of BOUND_COLUMNS."""
+    columns = {name: f'"{name}"' for name in BOUND_COLUMNS}
+    return f"{_INTO} SELECT {_values(file_id, link_prefix, stamp, columns)} FROM {table}"
+
+
+def taken(conn: Connection, refs: list[str]) -> set[str]:
+    """Which of ``refs`` an invoice already has (in the caller's transaction, if any)."""
+    if len(refs) <= IN_LIST_MAX:
+        marks = ",".join("?" * len(refs))
+        sql = f"SELECT merchant_reference FROM invoices WHERE merchant_reference IN ({marks})"
+        return {r[0] for r in conn.execute(sql, refs)} if refs else set()
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS refs (ref TEXT PRIMARY KEY)")
+    conn.execute("DELETE FROM refs")
+    conn.executemany("INSERT OR IGNORE INTO refs VALUES (?)", ((r,) for r in refs))
+    rows = conn.execute(
+        "SELECT ref FROM refs JOIN invoices ON invoices.merchant_reference = refs.ref"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def any_referenced(store: Store) -> bool:
+    """Whether any invoice has a merchant reference: until one does, none is taken."""
+    sql = "SELECT 1 FROM invoices WHERE merchant_reference IS NOT NULL LIMIT 1"
+    return store.one(sql) is not None
+
+
+_LATE = "INSERT OR IGNORE INTO late_rejections VALUES (?, ?, 'MERCHANT_REFERENCE_EXISTS')"
+
+
+def bound(file_id: int, rows: pl.DataFrame, link_prefix: str, stamp: str) -> Create:
+    """Creates ``rows`` (of :data:`BOUND_COLUMNS`, in order) bound one row at a time."""
+    insert = insert_sql(file_id, link_prefix, stamp)
+
+    def create(conn: Connection, late: bool) -> int:
+        todo = rows
+        if late:
+            gone_refs = list(taken(conn, rows["merchant_reference"].to_list()))
+            gone = rows.filter(pl.col("merchant_reference").is_in(gone_refs))
+            conn.executemany(_LATE, ((file_id, line) for line in gone["line_number"]))
+            todo = rows.filter(~pl.col("merchant_reference").is_in(gone_refs))
+        conn.executemany(insert, todo.iter_rows())
+        return len(todo)
+
+    return create
+
+
+def staged(file_id: int, table: str, link_prefix: str, stamp: str) -> Create:
+    """Creates the rows of the attached staging ``table`` in one ``INSERT ... SELECT``."""
+    insert = insert_select_sql(file_id, link_prefix, stamp, table)
+    # A lookup per staged row through the unique index: IN (SELECT ...) would list
+    # every reference of the table first, with the write lock held.
+    exists = (
+        "EXISTS (SELECT 1 FROM main.invoices AS i"
+        f" WHERE i.merchant_reference = {table}.merchant_reference)"
+    )
+
+    def create(conn: Connection, late: bool) -> int:
+        if not late:
+            return int(conn.execute(insert).rowcount)
+        conn.execute(
+            f"INSERT OR IGNORE INTO late_rejections SELECT ?, line_number,"
+            f" 'MERCHANT_REFERENCE_EXISTS' FROM {table} WHERE {exists}",
+            (file_id,),
+        )
+        return int(conn.execute(f"{insert} WHERE NOT {exists}").rowcount)
+
+    return create
+
+
+def commit_chunk(store: Store, file_id: int, index: int, create: Create) -> int | None:
+    """Run ``create`` and mark the chunk done, in one transaction; None when it was done
+    already (another delivery got there first). Returns the count created."""
+    store.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+    with store.atomic() as conn:
+        if chunks.is_done(conn, file_id, index):
+            return None
+        conn.execute("SAVEPOINT bulk")
+        try:
+            created = create(conn, False)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO bulk")
+            created = create(conn, True)
+        conn.execute("RELEASE bulk")
+        chunks.mark_done(conn, file_id, index, created)
+    return created
+
+
+def late_rejections(store: Store, file_id: int) -> list[tuple[int, str]]:
+    """``(line_number, code)`` of each of the file's rows rejected at processing."""
+    rows = store.all("SELECT line_number, code FROM late_rejections WHERE file_id = ?", (file_id,))
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def late_rejection_count(store: Store, file_id: int) -> int:
+    sql = "SELECT count(*) AS n FROM late_rejections WHERE file_id = ?"
+    return int(store.row(sql, (file_id,))["n"])
+
+
+class Tally(NamedTuple):
+    """A file's invoices in one currency: how many, their sum, and how many asked for
+    an email and an SMS."""
+
+    currency: str
+    n: int
+    total: int
+    emails: int
+    sms: int
+
+
+def tallies(store: Store, file_id: int) -> list[Tally]:
+    """The file's invoices per currency, in currency order."""
+    rows = store.all(
+        "SELECT currency, count(*) AS n, sum(amount) AS total, count(email_state) AS"
+        " emails, count(sms_state) AS sms FROM invoices WHERE file_id = ?"
+        " GROUP BY currency ORDER BY currency",
+        (file_id,),
+    )
+    return [Tally(r["currency"], r["n"], r["total"], r["emails"], r["sms"]) for r in rows]
