@@ -173,6 +173,7 @@ def test_every_way_of_running_the_query_validates_a_file_alike(tmp_path: Path, m
     from worker.intake.readers import open_table
     from worker.kinds.context import rules_context
     from worker.kinds.invoices import validation
+    from worker.pipeline import chunks
 
     # Given a generated file with bad rows of every kind, over several chunks
     path = tmp_path / "invoices.csv"
