@@ -15,13 +15,13 @@ from notifications.reports import Envelope, money, totals
 
 
 def _subject(file: dict[str, Any], outcome: str) -> str:
-    return f"[invoice-worker] {header_text(str(file.name), 120)}: {outcome}"
+    return f"[invoice-worker] {header_text(str(file['name']), 120)}: {outcome}"
 
 
 def _attachments(file: dict[str, Any], errors_csv: bytes | None) -> list[Attachment]:
     if not errors_csv:
         return []
-    return [Attachment(filename=f"{file.name}.errors.csv", content=errors_csv)]
+    return [Attachment(filename=f"{file['name']}.errors.csv", content=errors_csv)]
 
 
 def batches(
@@ -43,7 +43,7 @@ def batches(
         outcome += f", {rejected} requests rejected"
     text, html = render(
         "batches",
-        title=f"Batch requests: {file.name}",
+        title=f"Batch requests: {file['name']}",
         file=file,
         created=created,
         rejected=rejected,
@@ -90,7 +90,7 @@ def payments(
         outcome += f", {rejected} rejected"
     text, html = render(
         "payments",
-        title=f"Payments: {file.name}",
+        title=f"Payments: {file['name']}",
         file=file,
         applied=applied,
         rejected=rejected,
