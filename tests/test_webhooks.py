@@ -26,6 +26,7 @@ from helpers import (
 )
 
 from notifications import webhook
+from worker.delivery import webhooks
 from worker.errors import ConfigError
 from worker.settings import load
 from worker.state import SQLiteStore
@@ -103,7 +104,7 @@ def test_a_worker_killed_between_payment_and_notification_notifies_once_after_re
             lambda: store.one(
                 "SELECT 1 FROM webhooks WHERE attempts >= 1 AND last_error IS NOT NULL"
                 " AND next_attempt_at < ?",
-                (time.time() + webhook.CLAIM_SECONDS / 2,),
+                (time.time() + webhooks.CLAIM_SECONDS / 2,),
             ),
             what="a failed delivery",
         )
