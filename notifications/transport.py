@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from worker.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
+from notifications.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
 
 TIMEOUT = 30
 #: A connection idle longer than this is checked with NOOP before it is reused;

@@ -10,10 +10,10 @@ import trustme
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from mailserver import MailServer
 
+from notifications.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
 from notifications.message import build
 from notifications.transport import EmlFolder, Smtp, from_url
 from worker import log
-from worker.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
 
 PASSWORD = "s3cret:p@ss/word"  # a test server's
 

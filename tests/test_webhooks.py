@@ -26,6 +26,7 @@ from helpers import (
 )
 
 from notifications import webhook
+from worker.delivery import webhooks
 from worker.errors import ConfigError
 from worker.settings import load
 from worker.state import SQLiteStore
@@ -103,7 +104,7 @@ def test_a_worker_killed_between_payment_and_notification_notifies_once_after_re
             lambda: store.one(
                 "SELECT 1 FROM webhooks WHERE attempts >= 1 AND last_error IS NOT NULL"
                 " AND next_attempt_at < ?",
-                (time.time() + webhook.CLAIM_SECONDS / 2,),
+                (time.time() + webhooks.CLAIM_SECONDS / 2,),
             ),
             what="a failed delivery",
         )
@@ -169,3 +170,16 @@ def test_the_signature_is_the_hex_hmac_sha256_of_the_exact_body():
     expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
     assert webhook.sign(body, "k") == f"sha256={expected}"
     assert webhook.sign(body + b" ", "k") != webhook.sign(body, "k")
+
+
+def test_every_queue_backs_off_from_the_same_base_up_to_its_own_cap():
+    # Given the one backoff of the due-row queues
+    from worker.delivery import outbox
+    from worker.state.queue import backoff
+
+    # When tries fail one after another
+    emails = [backoff(n, outbox.MAX_BACKOFF) for n in range(1, 11)]
+    hooks = [backoff(n, webhooks.MAX_BACKOFF) for n in range(1, 12)]
+    # Then each waits twice the last, from 2 s, up to 5 minutes (emails) or 15 (webhooks)
+    assert emails == [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+    assert hooks[:9] == [*emails[:8], 512] and hooks[-1] == 900

@@ -1,4 +1,8 @@
-"""The one error tree. Row-level validation failures are results, never these."""
+"""The worker's error tree. Row-level validation failures are results, never these.
+
+Delivery errors (a transport's or a webhook's) live in :mod:`notifications.errors`,
+since ``notifications`` imports nothing of ``worker``.
+"""
 
 from __future__ import annotations
 
@@ -31,15 +35,3 @@ class FileRejected(InvoiceWorkerError):
 
 class LeaseHeld(InvoiceWorkerError):
     """Another live run holds the file's lease; this run stands back."""
-
-
-class DeliveryError(InvoiceWorkerError):
-    """An email or webhook could not be delivered now; it will be retried."""
-
-
-class PermanentDeliveryError(DeliveryError):
-    """An email or webhook was refused for good (e.g. an SMTP 5xx); not retried."""
-
-
-class RecipientDeferred(DeliveryError):
-    """A working server deferred one recipient (SMTP 4xx at RCPT); others can go on."""

@@ -10,10 +10,11 @@ server's acceptance and the 'sent' mark means that one email goes twice (with
 the same Message-ID); never that one is lost.
 
 A server that is down, or refuses the sender, holds the whole queue back with
-exponential backoff, without limit. A 4xx for one recipient backs off that
-invoice alone and is given up after ``mail_retry_hours``; a 5xx for one
-recipient fails it at once. Failures are reported to the administrators once
-per file, when none of its emails is still open.
+the emails' backoff (2 s, 4 s ... up to 5 minutes), without limit. A 4xx for
+one recipient backs off that invoice alone and is given up after
+``mail_retry_hours``; a 5xx for one recipient fails it at once. Failures are
+reported to the administrators once per file, when none of its emails is still
+open. The queue's SQL and the sender's lease are in ``worker.state.mail``.
 """
 
 from __future__ import annotations
@@ -21,41 +22,33 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from notifications import reports
 from notifications.customers import Invoice, Merchant, invoice_email
+from notifications.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
 from notifications.pacing import Pacer
 from notifications.transport import Transport
 from worker import log
-from worker.delivery import outbox
-from worker.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
+from worker.delivery.outbox import MAX_BACKOFF
 from worker.pipeline.results import formula_safe_text
 from worker.settings import Settings
-from worker.state import Store
-from worker.state.files import now_iso
-from worker.state.leases import lease_owner, owner_is_dead
+from worker.state import Store, mail, outbox
+from worker.state.leases import lease_owner
+from worker.state.queue import backoff
+from worker.state.store import Row
 
-LEASE = "customer-mail"
-#: Longer than one SMTP exchange may take (transport TIMEOUT): the holder renews
-#: it after every message, so only a dead or stuck holder lets it lapse.
-LEASE_SECONDS = 120.0
+#: The sender's lease (``worker.state.mail``): one sender at a time, system-wide.
+LEASE = mail.LEASE
 BATCH = 100
 #: One run is bounded so that a worker asked to stop waits little; the run
 #: that stops with work left asks for the next at once.
 RUN_SECONDS = 20.0
 PROGRESS_EVERY = 500
 PROGRESS_SECONDS = 10.0
-MAX_BACKOFF = 300.0
 REPORT_KIND = "customer-emails"
-
-_COLUMNS = (
-    "invoice_number, file_id, customer_email, customer_name, language, amount, currency,"
-    " expires_at, order_description, payment_link_url, email_attempts, email_first_at"
-)
 
 
 @dataclass
@@ -88,100 +81,13 @@ class Run:
             self._logged_at, self._logged_sent = time.monotonic(), self.sent
 
 
-def backoff(attempts: int) -> float:
-    return float(min(2 ** max(attempts, 1), MAX_BACKOFF))
-
-
-# -- the lease ------------------------------------------------------------------
-
-
 def take_lease(store: Store, owner: str) -> bool:
     """Become the one sender; False while another live sender is."""
-    now = time.time()
-    with store.atomic() as conn:
-        held = conn.execute("SELECT owner, until FROM leases WHERE name = ?", (LEASE,)).fetchone()
-        if held and held["until"] > now and not owner_is_dead(held["owner"]):
-            return False
-        conn.execute(
-            "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?) ON CONFLICT(name)"
-            " DO UPDATE SET owner = excluded.owner, until = excluded.until",
-            (LEASE, owner, now + LEASE_SECONDS),
-        )
-        # Only a lease holder claims; the one before us is gone, so are its claims.
-        _put_back(conn, None)
-    return True
-
-
-def _renew(conn: sqlite3.Connection, owner: str) -> bool:
-    cur = conn.execute(
-        "UPDATE leases SET until = ? WHERE name = ? AND owner = ?",
-        (time.time() + LEASE_SECONDS, LEASE, owner),
-    )
-    return cur.rowcount == 1
-
-
-def _put_back(conn: sqlite3.Connection, not_before: float | None) -> None:
-    """Claimed but not attempted: back to pending, the claim's attempt undone."""
-    conn.execute(
-        "UPDATE invoices SET email_state = 'pending', email_attempts = email_attempts - 1,"
-        " email_next_at = max(email_next_at, ?) WHERE email_state = 'sending'",
-        (not_before or 0,),
-    )
+    return mail.take_sender(store, owner)
 
 
 def release_lease(store: Store, owner: str, not_before: float | None = None) -> None:
-    with store.atomic() as conn:
-        if conn.execute(
-            "SELECT 1 FROM leases WHERE name = ? AND owner = ?", (LEASE, owner)
-        ).fetchone():
-            _put_back(conn, not_before)
-            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (LEASE, owner))
-
-
-# -- claiming and marking ------------------------------------------------------------
-
-
-def _claim(store: Store, owner: str, limit: int) -> list[sqlite3.Row]:
-    now = time.time()
-    with store.atomic() as conn:
-        if not _renew(conn, owner):
-            return []
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM invoices WHERE email_state = 'pending'"
-            " AND email_next_at <= ? ORDER BY email_next_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        conn.executemany(
-            "UPDATE invoices SET email_state = 'sending', email_attempts = email_attempts + 1,"
-            " email_first_at = coalesce(email_first_at, ?) WHERE invoice_number = ?",
-            [(now, r["invoice_number"]) for r in rows],
-        )
-    return rows
-
-
-def _mark(
-    store: Store, owner: str, number: int, state: str, error: str | None, next_at: float = 0
-) -> bool:
-    """Record one outcome and renew the lease together; False when the lease was lost."""
-    stamp = now_iso()
-    with store.atomic() as conn:
-        conn.execute(
-            "UPDATE invoices SET email_state = ?, email_error = ?, email_next_at = ?,"
-            " email_sent_at = CASE WHEN ? = 'sent' THEN ? END, updated_at = ?"
-            " WHERE invoice_number = ?",
-            (state, error, next_at, state, stamp, stamp, number),
-        )
-        return _renew(conn, owner)
-
-
-def _hold_queue(store: Store, until: float) -> None:
-    """The server is down: every due email waits, not just the one that found out."""
-    with store.atomic() as conn:
-        conn.execute(
-            "UPDATE invoices SET email_next_at = ? WHERE email_state = 'pending'"
-            " AND email_next_at < ?",
-            (until, until),
-        )
+    mail.release_sender(store, owner, not_before)
 
 
 # -- sending -----------------------------------------------------------------------
@@ -191,31 +97,32 @@ def _send_one(
     store: Store,
     transport: Transport,
     merchant: Merchant,
-    row: sqlite3.Row,
+    row: Row,
     owner: str,
     give_up_after: float,
     run: Run,
 ) -> tuple[bool, float | None]:
     """Send one invoice's email; returns (lease still held, hold-the-queue-until)."""
     number = int(row["invoice_number"])
-    retry_at = time.time() + backoff(row["email_attempts"])
+    # The row was read before its claim counted this try.
+    retry_at = time.time() + backoff(row["email_attempts"] + 1, MAX_BACKOFF)
     try:
         transport.send(f"invoice-{number}", invoice_email(merchant, Invoice.from_row(row)))
     except ValueError as exc:
         # Not one plain address: no server will ever take it.
         run.failed += 1
-        return _mark(store, owner, number, "failed", f"not sendable: {exc}"), None
+        return mail.mark(store, owner, number, "failed", f"not sendable: {exc}"), None
     except PermanentDeliveryError as exc:
         run.failed += 1
-        return _mark(store, owner, number, "failed", str(exc)), None
+        return mail.mark(store, owner, number, "failed", str(exc)), None
     except RecipientDeferred as exc:
         first = row["email_first_at"]
         if (time.time() - first if first else 0.0) >= give_up_after:
             run.failed += 1
             error = f"still deferred after {give_up_after / 3600:g} h: {exc}"
-            return _mark(store, owner, number, "failed", error), None
+            return mail.mark(store, owner, number, "failed", error), None
         run.deferred += 1
-        return _mark(store, owner, number, "pending", str(exc), retry_at), None
+        return mail.mark(store, owner, number, "pending", str(exc), retry_at), None
     except DeliveryError as exc:
         run.deferred += 1
         log.event(
@@ -225,9 +132,9 @@ def _send_one(
             error=str(exc),
             retry_in_s=round(retry_at - time.time()),
         )
-        return _mark(store, owner, number, "pending", str(exc), retry_at), retry_at
+        return mail.mark(store, owner, number, "pending", str(exc), retry_at), retry_at
     run.sent += 1
-    return _mark(store, owner, number, "sent", None), None
+    return mail.mark(store, owner, number, "sent", None), None
 
 
 def deliver(
@@ -246,7 +153,7 @@ def deliver(
     hold: float | None = None
     stop = False
     try:
-        while not stop and (rows := _claim(store, owner, BATCH)):
+        while not stop and (rows := mail.claim(store, owner, BATCH)):
             for row in rows:
                 pacer.wait()
                 held, hold = _send_one(store, transport, merchant, row, owner, give_up_after, run)
@@ -257,7 +164,7 @@ def deliver(
                     run.more = held and not hold
                     break
         if hold:
-            _hold_queue(store, hold)
+            mail.hold_queue(store, hold)
     finally:
         release_lease(store, owner, hold)
     run.reports = report_failures(store, settings)
@@ -276,25 +183,12 @@ def deliver(
 
 def due(store: Store) -> bool:
     """Whether a sender should run: emails are due, or a dead sender left some claimed."""
-    now = time.time()
-    if store.one(
-        "SELECT 1 FROM invoices WHERE email_state = 'pending' AND email_next_at <= ? LIMIT 1",
-        (now,),
-    ):
-        return True
-    if not store.one("SELECT 1 FROM invoices WHERE email_state = 'sending' LIMIT 1"):
-        return False
-    held = store.one("SELECT owner, until FROM leases WHERE name = ?", (LEASE,))
-    return held is None or held["until"] <= now or owner_is_dead(held["owner"])
+    return mail.due(store)
 
 
 def open_count(store: Store) -> int:
     """Customer emails not yet sent or failed (pending, backing off, or being sent)."""
-    # Two counts, each answered by its partial index, rather than one table scan.
-    return sum(
-        int(store.all(f"SELECT count(*) AS n FROM invoices WHERE email_state = '{state}'")[0][0])
-        for state in ("pending", "sending")
-    )
+    return mail.open_count(store)
 
 
 # -- reporting failures --------------------------------------------------------------
@@ -302,40 +196,20 @@ def open_count(store: Store) -> int:
 
 def report_failures(store: Store, settings: Settings) -> int:
     """Record one admin report per file whose emails are all settled and some failed."""
-    files = store.all(
-        "SELECT DISTINCT i.file_id, f.name FROM invoices i JOIN files f ON f.id = i.file_id"
-        " WHERE i.email_state = 'failed' AND NOT EXISTS (SELECT 1 FROM outbox o"
-        " WHERE o.key = 'file:' || i.file_id || ':customer-emails')"
-    )
     envelope = reports.Envelope(sender=settings.mail_from, admins=settings.admin_emails)
     recorded = 0
-    for file in files:
-        file_id = int(file.file_id)
-        if store.one(
-            "SELECT 1 FROM invoices WHERE file_id = ? AND email_state IN ('pending', 'sending')"
-            " LIMIT 1",
-            (file_id,),
-        ):
-            continue
-        msg = _failure_report(store, envelope, {"id": file_id, "name": file.name})
+    for file_id, name in mail.unreported_failures(store, REPORT_KIND):
+        msg = _failure_report(store, envelope, {"id": file_id, "name": name})
         with store.atomic() as conn:
             outbox.record(conn, f"file:{file_id}:{REPORT_KIND}", REPORT_KIND, file_id, msg)
-        log.event("mail.invoices.failures_reported", file_id=file_id, name=file.name)
+        log.event("mail.invoices.failures_reported", file_id=file_id, name=name)
         recorded += 1
     return recorded
 
 
 def _failure_report(store: Store, envelope: reports.Envelope, file: dict[str, Any]) -> Any:
-    counts = store.row(
-        "SELECT sum(email_state = 'sent') AS sent, sum(email_state = 'failed') AS failed"
-        " FROM invoices WHERE file_id = ?",
-        (file.id,),
-    )
-    failures = store.all(
-        "SELECT line_number, merchant_reference, invoice_number, customer_email, email_error"
-        " FROM invoices WHERE file_id = ? AND email_state = 'failed' ORDER BY line_number",
-        (file.id,),
-    )
+    sent, failed = mail.outcome_counts(store, file["id"])
+    failures = mail.failures(store, file["id"])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(
@@ -354,8 +228,8 @@ def _failure_report(store: Store, envelope: reports.Envelope, file: dict[str, An
     return reports.bounces(
         envelope,
         file,
-        sent=int(counts["sent"] or 0),
-        failed=int(counts["failed"] or 0),
+        sent=sent,
+        failed=failed,
         first_failures=[
             (r["line_number"], r["merchant_reference"], r["customer_email"], r["email_error"])
             for r in failures[: reports.FIRST_ERRORS]

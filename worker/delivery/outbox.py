@@ -9,64 +9,28 @@ replaces the same file, and a round of sends is marked in one transaction.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from typing import Any, Protocol
 
+from notifications.errors import DeliveryError, PermanentDeliveryError
 from notifications.transport import Transport
-from worker.errors import DeliveryError, PermanentDeliveryError
+from worker.state import Store
+from worker.state import outbox as state
+from worker.state.queue import backoff
 
 #: How long a claim keeps others off; a sender killed mid-round blocks its claims this long.
 CLAIM_SECONDS = 30.0
+#: Emails back off 2 s, 4 s ... up to 5 minutes (README, "Delivery").
 MAX_BACKOFF = 300.0
 
 
-class StoreLike(Protocol):
-    def write(self) -> Any: ...
-
-    def all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]: ...
-
-
-def backoff(attempts: int) -> float:
-    return float(min(2 ** max(attempts, 0), MAX_BACKOFF))
-
-
-def _claim(store: StoreLike, limit: int) -> list[sqlite3.Row]:
-    now = time.time()
-    with store.atomic() as conn:
-        rows = conn.execute(
-            "SELECT id, key, message, attempts FROM outbox WHERE state = 'pending'"
-            " AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        conn.executemany(
-            "UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1 WHERE id = ?",
-            [(now + CLAIM_SECONDS, r["id"]) for r in rows],
-        )
-    return rows
-
-
-def _finish(store: StoreLike, outcomes: list[tuple[int, str, str | None, float]]) -> None:
-    """Record (id, state, error, retry_at) for each message tried, in one transaction."""
-    if not outcomes:
-        return
-    with store.atomic() as conn:
-        conn.executemany(
-            "UPDATE outbox SET state = ?, last_error = ?, next_attempt_at = ?,"
-            " sent_at = CASE WHEN ? = 'sent' THEN strftime('%Y-%m-%dT%H:%M:%SZ','now') END"
-            " WHERE id = ?",
-            [(state, error, retry, state, row_id) for row_id, state, error, retry in outcomes],
-        )
-
-
-def deliver_due(store: StoreLike, transport: Transport, limit: int = 20) -> dict[str, int]:
+def deliver_due(store: Store, transport: Transport, limit: int = 20) -> dict[str, int]:
     """Send what is due; returns counts of sent, failed (for good) and deferred messages."""
     counts = {"sent": 0, "failed": 0, "deferred": 0}
-    rows = _claim(store, limit)
+    rows = state.claim(store, limit, CLAIM_SECONDS)
     # Where a repeat replaces the message (.eml files), a round is recorded in one
     # transaction; over SMTP each send is recorded at once, so a crash repeats one at most.
     per_round = transport.repeat_replaces
-    outcomes: list[tuple[int, str, str | None, float]] = []
+    outcomes: list[state.Outcome] = []
     try:
         for index, row in enumerate(rows):
             try:
@@ -75,32 +39,28 @@ def deliver_due(store: StoreLike, transport: Transport, limit: int = 20) -> dict
                 outcomes.append((row["id"], "failed", str(exc), 0))
                 counts["failed"] += 1
             except DeliveryError as exc:
-                retry_at = time.time() + backoff(row["attempts"])
+                retry_at = time.time() + backoff(row["attempts"], MAX_BACKOFF)
                 outcomes.append((row["id"], "pending", str(exc), retry_at))
                 counts["deferred"] += 1
                 # The server is down or busy: stop this round, hand the untried back as they were.
-                _release(store, [r["id"] for r in rows[index + 1 :]])
+                state.put_back(store, [r["id"] for r in rows[index + 1 :]])
                 break
             else:
                 outcomes.append((row["id"], "sent", None, 0))
                 counts["sent"] += 1
             if not per_round:
-                _finish(store, outcomes)
+                state.finish(store, outcomes)
                 outcomes = []
     finally:
-        _finish(store, outcomes)
+        state.finish(store, outcomes)
     return counts
 
 
-def _release(store: StoreLike, ids: list[int]) -> None:
-    if not ids:
-        return
-    with store.atomic() as conn:
-        conn.executemany(
-            "UPDATE outbox SET next_attempt_at = 0, attempts = attempts - 1 WHERE id = ?",
-            [(i,) for i in ids],
-        )
+def due(store: Store) -> bool:
+    """Whether an email is waiting whose time has come."""
+    return state.due(store)
 
 
-def pending(store: StoreLike) -> int:
-    return int(store.all("SELECT count(*) AS n FROM outbox WHERE state = 'pending'")[0]["n"])
+def pending(store: Store) -> int:
+    """Emails not yet sent or failed."""
+    return state.pending(store)

@@ -17,7 +17,7 @@ from notifications import webhook
 from notifications.transport import from_url
 from worker import log
 from worker.delivery import customers as invoice_mail
-from worker.delivery import outbox
+from worker.delivery import outbox, webhooks
 from worker.errors import LeaseHeld
 from worker.pipeline import groups
 from worker.pipeline import stages as pipeline
@@ -147,7 +147,7 @@ def deliver_webhooks() -> None:
         return
     endpoint = webhook.Endpoint(url, secret)
     while True:
-        tried = webhook.deliver_due(rt.store, endpoint)
+        tried = webhooks.deliver_due(rt.store, endpoint)
         for attempt in tried:
             if attempt.error is None:
                 log.event(

@@ -16,10 +16,9 @@ from multiprocessing.process import BaseProcess
 
 from dramatiq.brokers.redis import RedisBroker
 
-from notifications import webhook
 from worker import log, state
 from worker.delivery import customers as invoice_mail
-from worker.delivery import outbox
+from worker.delivery import outbox, webhooks
 from worker.intake.watcher import Watcher
 from worker.kinds import KINDS
 from worker.pipeline import groups
@@ -30,7 +29,6 @@ from worker.service import redis as redis_server
 from worker.service.signals import Stopper
 from worker.settings import Settings
 from worker.state import Store, files
-from worker.state import outbox as outbox_state
 
 STOP_TIMEOUT_MS = 30_000
 
@@ -90,7 +88,7 @@ def workers(settings: Settings) -> int:
 def kick_mail_if_due(store: Store) -> None:
     from worker.service import actors
 
-    if outbox_state.due(store):
+    if outbox.due(store):
         actors.deliver_mail.send()
     if invoice_mail.due(store):
         actors.deliver_invoice_mail.send()
@@ -99,7 +97,7 @@ def kick_mail_if_due(store: Store) -> None:
 def kick_webhooks_if_due(store: Store, settings: Settings) -> None:
     from worker.service import actors
 
-    if settings.merchant_webhook_url and webhook.due(store):
+    if settings.merchant_webhook_url and webhooks.due(store):
         actors.deliver_webhooks.send()
 
 
@@ -155,7 +153,7 @@ def run(
                             log.event(
                                 "run.mail_pending",
                                 pending=outbox.pending(p.store),
-                                webhooks=webhook.pending(p.store),
+                                webhooks=webhooks.pending(p.store),
                                 customer_pending=invoice_mail.open_count(p.store),
                             )
                         break
@@ -182,8 +180,8 @@ def _drained(p: Parts, watcher: Watcher) -> str | None:
 
 def _mail_left(store: Store, settings: Settings) -> int:
     """Emails and merchant webhooks still to go."""
-    webhooks = webhook.pending(store) if settings.merchant_webhook_url else 0
-    return outbox.pending(store) + invoice_mail.open_count(store) + webhooks
+    hooks = webhooks.pending(store) if settings.merchant_webhook_url else 0
+    return outbox.pending(store) + invoice_mail.open_count(store) + hooks
 
 
 def worker_process(settings: Settings, level: str) -> None:

@@ -1,7 +1,11 @@
-"""Leases: which run holds a file, so a redelivered message stands back while it lives.
+"""Leases: which run holds a file, and which process holds a named role.
 
-An owner is ``host:pid:random``; a lease whose owner is a dead process on this host
-is taken over at once, any other waits for its time to run out.
+A file's lease lives on its ``files`` row, so a redelivered message stands back
+while the run holding it lives. A named lease (a row of ``leases``, e.g. the
+one customer-mail sender) makes one process at a time play a role across all
+workers. Either way an owner is ``host:pid:random``; a lease whose owner is a
+dead process on this host is taken over at once, any other waits for its time
+to run out.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import uuid
 
 from worker.errors import LeaseHeld
 from worker.state import files
-from worker.state.store import Store
+from worker.state.store import Connection, Store
 
 HOST = socket.gethostname()
 
@@ -38,6 +42,48 @@ def owner_is_dead(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+# -- named leases: one holder of a role ------------------------------------------------
+
+
+def take_named(conn: Connection, name: str, owner: str, seconds: float) -> bool:
+    """Take the lease ``name`` for ``seconds`` inside the caller's transaction; False
+    while another live owner holds it."""
+    now = time.time()
+    held = conn.execute("SELECT owner, until FROM leases WHERE name = ?", (name,)).fetchone()
+    if held and held["until"] > now and not owner_is_dead(held["owner"]):
+        return False
+    conn.execute(
+        "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?) ON CONFLICT(name)"
+        " DO UPDATE SET owner = excluded.owner, until = excluded.until",
+        (name, owner, now + seconds),
+    )
+    return True
+
+
+def renew_named(conn: Connection, name: str, owner: str, seconds: float) -> bool:
+    """Push the lease's end ``seconds`` from now; False when ``owner`` no longer holds it."""
+    cur = conn.execute(
+        "UPDATE leases SET until = ? WHERE name = ? AND owner = ?",
+        (time.time() + seconds, name, owner),
+    )
+    return bool(cur.rowcount == 1)
+
+
+def release_named(conn: Connection, name: str, owner: str) -> bool:
+    """Let go of the lease; False when ``owner`` did not hold it (it was taken over)."""
+    cur = conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+    return bool(cur.rowcount == 1)
+
+
+def named_is_free(store: Store, name: str) -> bool:
+    """Whether the lease ``name`` could be taken now: unheld, run out, or its owner dead."""
+    held = store.one("SELECT owner, until FROM leases WHERE name = ?", (name,))
+    return held is None or held["until"] <= time.time() or owner_is_dead(held["owner"])
+
+
+# -- file leases ----------------------------------------------------------------------
 
 
 def take_file(store: Store, file_id: int, owner: str, seconds: float, attempt: bool) -> bool:

@@ -1,11 +1,21 @@
-"""The email outbox: each message recorded with the state change that caused it."""
+"""The email outbox: each message recorded with the state change that caused it.
+
+A due-row queue (:mod:`worker.state.queue`): claimed, then marked sent, failed,
+or pending again with a later ``next_attempt_at``.
+"""
 
 from __future__ import annotations
 
-import time
 from email.message import EmailMessage
+from typing import Any
 
+from worker.state import queue
 from worker.state.store import Connection, Store
+
+TABLE = "outbox"
+
+#: (id, state, error, retry_at) of one message tried.
+Outcome = tuple[int, str, str | None, float]
 
 
 def record(conn: Connection, key: str, kind: str, file_id: int | None, msg: EmailMessage) -> None:
@@ -17,7 +27,38 @@ def record(conn: Connection, key: str, kind: str, file_id: int | None, msg: Emai
     )
 
 
+def claim(store: Store, limit: int, hold: float) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` due messages (``id``, ``key``, ``message``, ``attempts``)."""
+    with store.atomic() as conn:
+        return queue.claim_due(conn, TABLE, "key, message", limit=limit, hold=hold)
+
+
+def finish(store: Store, outcomes: list[Outcome]) -> None:
+    """Record the outcome of each message tried, in one transaction."""
+    if not outcomes:
+        return
+    with store.atomic() as conn:
+        conn.executemany(
+            "UPDATE outbox SET state = ?, last_error = ?, next_attempt_at = ?,"
+            " sent_at = CASE WHEN ? = 'sent' THEN strftime('%Y-%m-%dT%H:%M:%SZ','now') END"
+            " WHERE id = ?",
+            [(state, error, retry, state, row_id) for row_id, state, error, retry in outcomes],
+        )
+
+
+def put_back(store: Store, ids: list[int]) -> None:
+    """Claimed but not tried: due again at once, as they were."""
+    if not ids:
+        return
+    with store.atomic() as conn:
+        queue.put_back(conn, TABLE, ids, due_at=0)
+
+
 def due(store: Store) -> bool:
     """Whether an email is waiting whose time has come."""
-    sql = "SELECT 1 FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? LIMIT 1"
-    return store.one(sql, (time.time(),)) is not None
+    return queue.due(store.conn, TABLE)
+
+
+def pending(store: Store) -> int:
+    """Emails not yet sent or failed."""
+    return queue.pending(store.conn, TABLE)
