@@ -3,19 +3,20 @@
 One shape for a created batch (under ``data`` in a batch results file) and
 for a paid invoice (the merchant webhook's ``data``), so the two never drift.
 Invoice numbers are strings, as IremboPay sends them; amounts are integers in
-the currency's minor units; times are RFC 3339 UTC.
+the currency's minor units; times are RFC 3339 UTC. The rows come from
+``worker.state.lookups``; this module only shapes them.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import polars as pl
 
 from rules import values
+from worker.state import Connection, lookups
 
 INVOICE_SCHEMA: dict[str, pl.DataType] = {
     "invoice_number": pl.Int64(),
@@ -47,36 +48,16 @@ CHILD_SCHEMA: dict[str, pl.DataType] = {
 UTC_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 
 
-def as_json_list(items: Iterable[Any]) -> str:
-    """A parameter for ``IN (SELECT value FROM json_each(?))``: any number of values."""
-    return json.dumps(list(items))
+def frame(rows: Sequence[tuple[Any, ...]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """State rows as a frame of ``schema`` (the rows' columns, in its order)."""
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
-def select(
-    conn: sqlite3.Connection, sql: str, params: Sequence[Any], schema: dict[str, pl.DataType]
-) -> pl.DataFrame:
-    rows = conn.execute(sql, params).fetchall()
-    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
-
-
-def invoices(conn: sqlite3.Connection, numbers: Iterable[int]) -> pl.DataFrame:
+def invoices(conn: Connection, numbers: Iterable[int]) -> pl.DataFrame:
     """The invoices with these numbers, each with its ``children`` and ``items`` (batches)."""
-    wanted = as_json_list(numbers)
-    found = select(
-        conn,
-        f"SELECT {', '.join(INVOICE_SCHEMA)} FROM invoices"
-        " WHERE invoice_number IN (SELECT value FROM json_each(?)) ORDER BY invoice_number",
-        (wanted,),
-        INVOICE_SCHEMA,
-    )
-    children = select(
-        conn,
-        f"SELECT {', '.join(CHILD_SCHEMA)} FROM invoices"
-        " WHERE batch_number IN (SELECT value FROM json_each(?))"
-        " ORDER BY batch_number, invoice_number",
-        (wanted,),
-        CHILD_SCHEMA,
-    )
+    wanted = list(numbers)
+    found = frame(lookups.invoices(conn, wanted, list(INVOICE_SCHEMA)), INVOICE_SCHEMA)
+    children = frame(lookups.linked(conn, wanted, list(CHILD_SCHEMA)), CHILD_SCHEMA)
     linked = children.group_by("batch_number", maintain_order=True).agg(
         pl.col("invoice_number").cast(pl.String).alias("children"),
         pl.struct(
@@ -126,8 +107,8 @@ def invoice_doc() -> pl.Expr:
     )
 
 
-def invoice_docs(conn: sqlite3.Connection, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
+def invoice_docs(conn: Connection, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
     """Invoice number -> its document, as plain data (for a handful of invoices)."""
-    frame = invoices(conn, numbers)
-    encoded = frame.select("invoice_number", invoice_doc().struct.json_encode().alias("doc"))
+    found = invoices(conn, numbers)
+    encoded = found.select("invoice_number", invoice_doc().struct.json_encode().alias("doc"))
     return {n: json.loads(doc) for n, doc in encoded.iter_rows()}

@@ -4,7 +4,7 @@ Validation reads the requests (JSON object, array or lines; CSV rows grouped by
 ``transaction_id``) into ``requests.json`` under the file's work folder. The
 rules depend on the invoices' state at the moment a request is decided, so
 they run in processing: each request in its own ``BEGIN IMMEDIATE``
-transaction (``worker.batching.decide``), in file order, so a request sees what
+transaction (``requests.decide``), in file order, so a request sees what
 earlier requests of the same file created.
 """
 
@@ -32,6 +32,7 @@ from worker.pipeline.results import atomic_file, formula_safe_text
 from worker.pipeline.runtime import Runtime
 from worker.settings import Settings
 from worker.state import Connection, File, Store, files
+from worker.state import batches as batch_state
 
 FIRST_ROWS = 20
 
@@ -61,19 +62,13 @@ class BatchFiles(FileKind):
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
         requests = batching.load(rt.work(file))
-        done = {
-            r["position"]
-            for r in rt.store.all(
-                "SELECT position FROM batch_requests WHERE file_id = ?", (file.id,)
-            )
-        }
+        done = batch_state.decided(rt.store, file.id)
         renewed = time.monotonic()
         for position, parsed in enumerate(requests, start=1):
             if position in done:
                 continue
             with rt.store.atomic() as conn:
                 entry = batching.decide(
-                    rt.store,
                     conn,
                     file_id=file.id,
                     position=position,
@@ -91,24 +86,12 @@ class BatchFiles(FileKind):
             if time.monotonic() - renewed > rt.settings.lease_seconds / 4:
                 renew()
                 renewed = time.monotonic()
-        counts = rt.store.row(
-            "SELECT count(*) AS n, coalesce(sum(status = 'REJECTED'), 0) AS rejected"
-            " FROM batch_requests WHERE file_id = ?",
-            (file.id,),
-        )
+        decided, rejected = batch_state.counts(rt.store, file.id)
         with rt.store.atomic() as conn:
-            files.update(
-                conn,
-                file.id,
-                valid=counts["n"] - counts["rejected"],
-                rejected=counts["rejected"],
-            )
+            files.update(conn, file.id, valid=decided - rejected, rejected=rejected)
 
     def entries(self, rt: Runtime, file_id: int) -> list[dict[str, Any]]:
-        rows = rt.store.all(
-            "SELECT result FROM batch_requests WHERE file_id = ? ORDER BY position", (file_id,)
-        )
-        return [json.loads(r["result"]) for r in rows]
+        return [json.loads(result) for result in batch_state.results(rt.store, file_id)]
 
     def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
         entries = self.entries(rt, file.id)

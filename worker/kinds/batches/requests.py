@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +30,9 @@ from rules.batches import (
 )
 from worker.errors import FileRejected, StateError
 from worker.intake.readers import Table, read_json_documents
-from worker.kinds import documents
-from worker.state import Store, numbers
+from worker.kinds import documents, links
+from worker.state import Connection, chunks, lookups, numbers
+from worker.state import batches as batch_state
 from worker.state.files import now_iso
 
 TOKEN_BYTES = 16  # 128 bits, like an invoice's payment link
@@ -177,16 +177,11 @@ def load(folder: Path) -> list[Parsed]:
 
 # -- deciding ------------------------------------------------------------------
 
-_STATE_SQL = (
-    "SELECT invoice_number, type, status, currency, payment_account, expires_at,"
-    " batch_number, amount, language FROM invoices"
-    " WHERE invoice_number IN (SELECT value FROM json_each(?))"
-)
 _STATE_SCHEMA = {k: v for k, v in INVOICE_SCHEMA.items() if k not in ("requested", "found")}
 _STATE_SCHEMA["expires_at"] = pl.String()
 
 
-def invoices_frame(conn: sqlite3.Connection | None, request: Request) -> pl.DataFrame:
+def invoices_frame(conn: Connection | None, request: Request) -> pl.DataFrame:
     """The request's invoices as ``rules.batches`` reads them (all not found without a db)."""
     asked = pl.DataFrame(
         {"requested": list(request.invoice_numbers)}, schema={"requested": pl.String}
@@ -200,7 +195,8 @@ def invoices_frame(conn: sqlite3.Connection | None, request: Request) -> pl.Data
     if conn is None:
         state = pl.DataFrame(schema=_STATE_SCHEMA)
     else:
-        state = documents.select(conn, _STATE_SQL, (json.dumps(numbers),), _STATE_SCHEMA)
+        rows = lookups.invoices(conn, numbers, list(_STATE_SCHEMA))
+        state = documents.frame(rows, _STATE_SCHEMA)
     frame = asked.join(state, on="invoice_number", how="left").with_columns(
         found=pl.col("type").is_not_null(),
         expires_at=values.instant(pl.col("expires_at")),
@@ -211,18 +207,12 @@ def invoices_frame(conn: sqlite3.Connection | None, request: Request) -> pl.Data
     return frame.select(list(INVOICE_SCHEMA))
 
 
-def transaction_exists(conn: sqlite3.Connection, transaction_id: str | None) -> bool:
-    if not transaction_id:
-        return False
-    row = conn.execute(
-        "SELECT 1 FROM invoices WHERE transaction_id = ?", (transaction_id,)
-    ).fetchone()
-    return row is not None
+def transaction_exists(conn: Connection, transaction_id: str | None) -> bool:
+    return lookups.transaction_exists(conn, transaction_id)
 
 
 def _create(
-    store: Store,
-    conn: sqlite3.Connection,
+    conn: Connection,
     parsed: Parsed,
     frame: pl.DataFrame,
     file_id: int,
@@ -234,35 +224,24 @@ def _create(
     token = secrets.token_hex(TOKEN_BYTES)
     stamp = now_iso()
     line = parsed.line_numbers[0] if parsed.line_numbers else None
-    conn.execute(
-        "INSERT INTO invoices (invoice_number, transaction_id, file_id, line_number, type,"
-        " status, amount, currency, language, expires_at, payment_account, token,"
-        " payment_link_url, description, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, 'BATCH', 'NEW', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            number,
-            parsed.request.transaction_id,
-            file_id,
-            line,
-            fields["amount"],
-            fields["currency"],
-            fields["language"],
-            expires.strftime(EXPIRY_FORMAT),
-            fields["payment_account"],
-            token,
-            link_base.rstrip("/") + "/" + token,
-            parsed.request.description,
-            stamp,
-            stamp,
-        ),
+    batch = batch_state.BatchInvoice(
+        invoice_number=number,
+        transaction_id=parsed.request.transaction_id,
+        file_id=file_id,
+        line_number=line,
+        amount=fields["amount"],
+        currency=fields["currency"],
+        language=fields["language"],
+        expires_at=expires.strftime(EXPIRY_FORMAT),
+        payment_account=fields["payment_account"],
+        token=token,
+        payment_link_url=links.link(link_base, token),
+        description=parsed.request.description,
+        stamp=stamp,
     )
+    batch_state.create(conn, batch)
     children = frame["invoice_number"].to_list()
-    linked = conn.execute(
-        "UPDATE invoices SET batch_number = ?, updated_at = ?"
-        " WHERE invoice_number IN (SELECT value FROM json_each(?))"
-        " AND batch_number IS NULL AND status = 'NEW' AND type = 'SINGLE'",
-        (number, stamp, json.dumps(children)),
-    ).rowcount
+    linked = batch_state.link(conn, number, children, stamp)
     if linked != len(children):
         # The rules were checked under this same write lock: this cannot happen.
         raise StateError(f"batch {number}: linked {linked} of {len(children)} invoices")
@@ -270,8 +249,7 @@ def _create(
 
 
 def decide(
-    store: Store,
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     file_id: int,
     position: int,
@@ -284,7 +262,7 @@ def decide(
     frame = invoices_frame(conn, request)
     ctx = BatchContext(now=now, transaction_exists=transaction_exists(conn, request.transaction_id))
     failures = evaluate(request, frame, ctx)
-    number = None if failures else _create(store, conn, parsed, frame, file_id, link_base)
+    number = None if failures else _create(conn, parsed, frame, file_id, link_base)
     entry: dict[str, Any] = {
         "transactionId": request.transaction_id,
         "status": "REJECTED" if failures else "CREATED",
@@ -294,23 +272,17 @@ def decide(
     }
     if parsed.line_numbers is not None:
         entry["lineNumbers"] = list(parsed.line_numbers)
-    stamp = now_iso()
-    conn.execute(
-        "INSERT INTO batch_requests (file_id, position, transaction_id, status, http_status,"
-        " invoice_number, result, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            file_id,
-            position,
-            request.transaction_id,
-            entry["status"],
-            entry["httpStatus"],
-            number,
-            json.dumps(entry, ensure_ascii=False),
-            stamp,
-        ),
+    decision = batch_state.Decision(
+        file_id=file_id,
+        position=position,
+        transaction_id=request.transaction_id,
+        status=entry["status"],
+        http_status=entry["httpStatus"],
+        invoice_number=number,
+        result=json.dumps(entry, ensure_ascii=False),
+        decided_at=now_iso(),
     )
-    conn.execute(
-        "INSERT INTO chunks (file_id, chunk, created, done_at) VALUES (?, ?, ?, ?)",
-        (file_id, position, 0 if failures else 1, stamp),
-    )
+    batch_state.record(conn, decision)
+    # A request is a chunk of its file, numbered by its position: the file's count.
+    chunks.mark_done(conn, file_id, position, 0 if failures else 1)
     return entry

@@ -1,7 +1,7 @@
 """Payment files: each row pays an invoice (or a batch invoice, and with it its invoices).
 
 Validation checks formats into chunk files; processing decides and applies
-each chunk in one transaction (``worker.paying``), writing the chunk's
+each chunk in one transaction (``paying``), writing the chunk's
 decisions to ``decided-NNNNN.parquet`` before it commits, so the results file
 always tells what was committed. Merchant webhooks recorded with the payments
 are delivered after, by the ``deliver_webhooks`` actor.
@@ -23,24 +23,16 @@ from rules.payments import PAYMENT_COLUMNS
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.payments import check, paying
+from worker.pipeline import chunks
 from worker.pipeline.check import Report
 from worker.pipeline.kind import FileKind, Summary
 from worker.pipeline.results import formula_safe, write_csv_frames
 from worker.pipeline.runtime import Runtime
 from worker.settings import Settings
-from worker.state import Connection, File, Store, files
+from worker.state import Connection, File, Store, files, payments
+from worker.state import chunks as done
 
 FIRST_ROWS = 20
-
-
-def _chunk_path(folder: Path, prefix: str, index: int) -> Path:
-    return folder / f"{prefix}-{index:05d}.parquet"
-
-
-def _write(frame: pl.DataFrame, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    frame.write_parquet(tmp, compression="lz4", statistics=False)
-    tmp.replace(target)
 
 
 class PaymentFiles(FileKind):
@@ -61,12 +53,12 @@ class PaymentFiles(FileKind):
 
     def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
         folder = rt.work(file)
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("*.parquet"):
-            old.unlink()
+        # An earlier try's chunks and decisions go: the decisions were of those chunks.
+        chunks.clear(folder, "chunk")
+        chunks.clear(folder, "decided")
         validator = paying.PaymentValidator(self.context(rt))
         for index, chunk in enumerate(validator.run(table, rt.settings.chunk_rows)):
-            _write(chunk, _chunk_path(folder, "chunk", index))
+            chunks.write(folder, index, chunk, "chunk")
         return validator.summary
 
     def reserve(self, rt: Runtime, conn: Connection, summary: Summary) -> int | None:
@@ -74,35 +66,29 @@ class PaymentFiles(FileKind):
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
         folder, file_id = rt.work(file), file.id
-        for index, path in paying.chunk_files(folder, "chunk"):
-            done = "SELECT 1 FROM chunks WHERE file_id = ? AND chunk = ?"
-            if rt.store.one(done, (file_id, index)):
+        for index, path in chunks.paths(folder, "chunk"):
+            if done.is_done(rt.store.conn, file_id, index):
                 continue
-            chunk = pl.read_parquet(path)
+            chunk = chunks.read(path)
             with rt.store.atomic() as conn:
-                if conn.execute(done, (file_id, index)).fetchone():
+                # Read again under the write lock: another run may have applied it since.
+                if done.is_done(conn, file_id, index):
                     continue
                 ctx = self.context(rt)
                 invoices, used = paying.state(conn, chunk)
                 decided = paying.decide(chunk, invoices, used, ctx)
-                _write(paying.results(decided), _chunk_path(folder, "decided", index))
+                chunks.write(folder, index, paying.results(decided), "decided")
                 applied = paying.apply(conn, file_id, decided, ctx)
-                conn.execute(
-                    "INSERT INTO chunks (file_id, chunk, created, done_at)"
-                    " VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
-                    (file_id, index, applied),
-                )
+                done.mark_done(conn, file_id, index, applied)
             rt.kick_webhooks()
             renew()
-        applied = rt.store.row(
-            "SELECT coalesce(sum(created), 0) AS n FROM chunks WHERE file_id = ?", (file_id,)
-        )["n"]
+        applied = done.created(rt.store, file_id)
         with rt.store.atomic() as conn:
             files.update(conn, file_id, valid=applied, rejected=(file.rows or 0) - applied)
 
     def _decided(self, rt: Runtime, file: File) -> Iterator[pl.DataFrame]:
-        for _, path in paying.chunk_files(rt.work(file), "decided"):
-            yield pl.read_parquet(path)
+        for _, decided in chunks.read_all(rt.work(file), "decided"):
+            yield decided
 
     def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
         safe = [formula_safe(pl.col(c)).alias(c) for c in ("payment_reference", "invoice_number")]
@@ -136,16 +122,6 @@ class PaymentFiles(FileKind):
 
     def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
         file_id = file.id
-        totals = rt.store.all(
-            "SELECT currency, count(*) AS n, sum(amount) AS total FROM payments"
-            " WHERE file_id = ? GROUP BY currency",
-            (file_id,),
-        )
-        batches = rt.store.row(
-            "SELECT count(*) AS n FROM payments JOIN invoices USING (invoice_number)"
-            " WHERE payments.file_id = ? AND invoices.type = 'BATCH'",
-            (file_id,),
-        )
         rejected = self._rejected(rt, file)
         applied = file.created or 0
         return batch_reports.payments(
@@ -153,11 +129,11 @@ class PaymentFiles(FileKind):
             {"id": file_id, "name": file.name, "kind": self.name},
             applied=applied,
             rejected=len(rejected),
-            batches_paid=batches["n"],
+            batches_paid=payments.batches_paid(rt.store, file_id),
             first_errors=rejected.head(FIRST_ROWS)
             .select("line_number", "payment_reference", "errors")
             .rows(),
-            currency_totals=[(r["currency"], r["n"], r["total"]) for r in totals],
+            currency_totals=payments.currency_totals(rt.store, file_id),
             result_name=f"{file.result_name}{self.result_suffix}",
             errors_csv=self.errors_csv(rt, file),
         )

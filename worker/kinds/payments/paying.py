@@ -17,20 +17,18 @@ the invoice is ``ALREADY_PAID``.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import polars as pl
 
-from notifications import webhook
 from rules import payments as rules
 from rules import values
 from rules.columns import Context
 from worker.intake.readers import Table
 from worker.kinds import documents
+from worker.pipeline import frames
 from worker.pipeline.kind import Summary
+from worker.state import Connection, lookups, payments, webhooks
 from worker.state.files import now_iso
 
 STATE_SCHEMA: dict[str, pl.DataType] = {
@@ -42,31 +40,21 @@ STATE_SCHEMA: dict[str, pl.DataType] = {
     "_expires_at": pl.String(),
     "_batch_number": pl.Int64(),
 }
-_STATE_SQL = (
-    "SELECT invoice_number, type, status, amount, currency, expires_at, batch_number"
-    " FROM invoices WHERE invoice_number IN (SELECT value FROM json_each(?))"
+#: The invoices' columns behind ``STATE_SCHEMA``, in its order.
+STATE_COLUMNS = (
+    "invoice_number",
+    "type",
+    "status",
+    "amount",
+    "currency",
+    "expires_at",
+    "batch_number",
 )
 RESULT_COLUMNS = ("line_number", "payment_reference", "invoice_number", "status", "errors")
 UTC_SECONDS = documents.UTC_SECONDS
 
 
 # -- validation ------------------------------------------------------------------
-
-
-def _prepare(frame: pl.DataFrame) -> pl.DataFrame:
-    present = set(frame.columns)
-    names = list(rules.COLUMN_NAMES)
-    return frame.select(
-        "line_number",
-        *[
-            (
-                pl.col(n).str.strip_chars().replace("", None)
-                if n in present
-                else pl.lit(None, pl.String)
-            ).alias(n)
-            for n in names
-        ],
-    ).filter(~pl.all_horizontal(pl.col(names).is_null()))
 
 
 class PaymentValidator:
@@ -79,7 +67,7 @@ class PaymentValidator:
         self._format = rules.errors_expr(ctx, with_state=False)
 
     def chunk(self, raw: pl.DataFrame) -> pl.DataFrame:
-        frame = _prepare(raw)
+        frame = frames.prepare(raw, rules.COLUMN_NAMES)
         refs = frame["payment_reference"]
         seen = (~refs.is_first_distinct() | refs.is_in(self.seen.implode())).fill_null(False)
         self.seen = pl.concat([self.seen, refs.drop_nulls().unique()], rechunk=True)
@@ -92,9 +80,7 @@ class PaymentValidator:
         return checked
 
     def run(self, table: Table, chunk_rows: int) -> Iterator[pl.DataFrame]:
-        self.summary.unknown_columns = [
-            c for c in table.columns if c not in rules.COLUMN_NAMES and c != "line_number"
-        ]
+        self.summary.unknown_columns = frames.unknown_columns(table, rules.COLUMN_NAMES)
         for raw in table.batches(chunk_rows):
             yield self.chunk(raw)
 
@@ -107,22 +93,15 @@ def _invoice_numbers(chunk: pl.DataFrame) -> pl.Expr:
     return pl.when(text.str.contains(r"^[0-9]{1,18}$")).then(text.cast(pl.Int64, strict=False))
 
 
-def state(conn: sqlite3.Connection | None, chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+def state(conn: Connection | None, chunk: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
     """The invoices a chunk names (``_``-prefixed columns) and the references already used."""
     if conn is None:
         return pl.DataFrame(schema=STATE_SCHEMA), pl.Series("ref", [], pl.String)
     numbers = chunk.select(_invoice_numbers(chunk).drop_nulls().unique()).to_series()
-    invoices = documents.select(conn, _STATE_SQL, (json.dumps(numbers.to_list()),), STATE_SCHEMA)
+    rows = lookups.invoices(conn, numbers.to_list(), STATE_COLUMNS)
     refs = chunk["payment_reference"].drop_nulls().unique().to_list()
-    used = [
-        r[0]
-        for r in conn.execute(
-            "SELECT payment_reference FROM payments"
-            " WHERE payment_reference IN (SELECT value FROM json_each(?))",
-            (json.dumps(refs),),
-        )
-    ]
-    return invoices, pl.Series("ref", used, pl.String)
+    used = payments.used_references(conn, refs)
+    return documents.frame(rows, STATE_SCHEMA), pl.Series("ref", used, pl.String)
 
 
 def decide(
@@ -191,15 +170,14 @@ def _paid(decided: pl.DataFrame, ctx: Context) -> pl.DataFrame:
     )
 
 
-def apply(conn: sqlite3.Connection, file_id: int, decided: pl.DataFrame, ctx: Context) -> int:
+def apply(conn: Connection, file_id: int, decided: pl.DataFrame, ctx: Context) -> int:
     """Record the chunk's applied payments, paid invoices and webhooks; returns the count."""
     paid = _paid(decided, ctx)
     if paid.is_empty():
         return 0
     stamp = now_iso()
-    conn.executemany(
-        "INSERT INTO payments (payment_reference, file_id, line_number, invoice_number,"
-        " amount, currency, paid_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    payments.record(
+        conn,
         paid.select(
             "payment_reference",
             pl.lit(file_id).alias("file_id"),
@@ -212,22 +190,14 @@ def apply(conn: sqlite3.Connection, file_id: int, decided: pl.DataFrame, ctx: Co
         ).iter_rows(),
     )
     marks = paid.select("paid_at", pl.lit(stamp).alias("updated_at"), "invoice_number")
-    conn.executemany(
-        "UPDATE invoices SET status = 'PAID', paid_at = ?, updated_at = ?"
-        " WHERE invoice_number = ? AND status = 'NEW'",
-        marks.iter_rows(),
-    )
+    payments.mark_paid(conn, marks.iter_rows())
     # Rule 9: a batch's linked invoices are paid with it.
-    conn.executemany(
-        "UPDATE invoices SET status = 'PAID', paid_at = ?, updated_at = ?"
-        " WHERE batch_number = ? AND status = 'NEW'",
-        marks.filter(paid["batch"]).iter_rows(),
-    )
+    payments.mark_linked_paid(conn, marks.filter(paid["batch"]).iter_rows())
     _record_webhooks(conn, paid, stamp)
     return len(paid)
 
 
-def _record_webhooks(conn: sqlite3.Connection, paid: pl.DataFrame, stamp: str) -> None:
+def _record_webhooks(conn: Connection, paid: pl.DataFrame, stamp: str) -> None:
     """One webhook per paid invoice (a batch, or a single invoice); none for linked ones."""
     docs = documents.invoices(conn, paid["invoice_number"].to_list())
     payment = pl.struct(
@@ -253,8 +223,4 @@ def _record_webhooks(conn: sqlite3.Connection, paid: pl.DataFrame, stamp: str) -
             pl.lit(stamp).alias("created_at"),
         )
     )
-    webhook.record(conn, bodies.iter_rows())
-
-
-def chunk_files(folder: Path, prefix: str) -> list[tuple[int, Path]]:
-    return [(int(p.stem.rsplit("-", 1)[1]), p) for p in sorted(folder.glob(f"{prefix}-*.parquet"))]
+    webhooks.record(conn, bodies.iter_rows())
