@@ -123,7 +123,7 @@ def _validate_together(rt: Runtime, leases: list[Lease]) -> Found:
     """Validate the one-chunk files among ``leases`` together, a query for each kind that
     can (``FileKind.validate_many``); their kinds and summaries, for the validating stage
     to record."""
-    by_kind: dict[str, list[SmallFile]] = {}
+    by_kind: dict[str, tuple[FileKind, list[SmallFile]]] = {}
     for lease in leases:
         try:
             kind, table, file = stages.open_file(rt, files.get(rt.store, lease.file_id))
@@ -133,13 +133,12 @@ def _validate_together(rt: Runtime, leases: list[Lease]) -> Found:
         except (FileRejected, OSError):
             continue  # the file's own validating stage reports it
         if raw is not None:
-            by_kind.setdefault(kind.name, []).append((file, table, raw))
+            by_kind.setdefault(kind.name, (kind, []))[1].append((file, table, raw))
     found: Found = {}
-    for name, small in by_kind.items():
-        kind = rt.kinds.get(name)
-        if kind is None or len(small) < 2:
+    for together, small in by_kind.values():
+        if len(small) < 2:
             continue
-        summaries = kind.validate_many(rt, small)
+        summaries = together.validate_many(rt, small)
         log.event("group.validated", logging.DEBUG, files=[f.id for f, _, _ in small])
-        found.update({f.id: (kind, s) for (f, _, _), s in zip(small, summaries, strict=True)})
+        found.update({f.id: (together, s) for (f, _, _), s in zip(small, summaries, strict=True)})
     return found
