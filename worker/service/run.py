@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+import dramatiq.errors
+import redis.exceptions
 from dramatiq.brokers.redis import RedisBroker
 
 from worker import log, state
@@ -31,6 +33,8 @@ from worker.settings import Settings
 from worker.state import Store, files
 
 STOP_TIMEOUT_MS = 30_000
+#: What starting the parts raises when the Redis being joined has just gone away.
+STARTUP_ERRORS = (redis.exceptions.ConnectionError, dramatiq.errors.ConnectionError)
 
 
 @dataclass
@@ -113,59 +117,90 @@ def run(
     """The foreground process. ``once``: drain the inbox, then exit 0. ``children``:
     start the other ``worker_processes`` too (they pass False)."""
     # The Stopper first: a signal while the parts start (Redis, store) stops cleanly too.
-    with Stopper() as stopper, parts(settings) as p:
-        worker = None
-        extra: list[BaseProcess] = []
-        if work:
-            worker = broker_module.worker(p.broker, settings.worker_threads)
-            worker.start()
-        enqueue = enqueuer(p.store, workers(settings))
-        watcher = Watcher(settings, p.store, enqueue) if watch else None
-        try:
-            if work and children and not stopper.event.is_set():
-                extra = processes.start(settings, p.redis.url, worker_process)
-            if watcher:
-                watcher.start()
-            kick_mail_if_due(p.store)
-            kick_webhooks_if_due(p.store, settings)
-            # --once waits for emails while they move; mail_timeout is how long it
-            # waits for a mail server that takes none (it is down or refuses).
-            idle_since: float | None = None
-            left = -1
-            while not stopper.event.is_set():
-                reconciled = watcher.step() if watcher else False
-                if reconciled:
-                    kick_mail_if_due(p.store)
-                    kick_webhooks_if_due(p.store, settings)
-                if once and watcher:
-                    done = _drained(p, watcher)
-                    now_left = _mail_left(p.store, settings) if done == "mail" else -1
-                    moving = now_left != left
-                    left = now_left
-                    if done != "mail" or moving:
-                        idle_since = None
-                    else:
-                        idle_since = idle_since or time.monotonic()
-                    if done == "all" or (
-                        idle_since and time.monotonic() - idle_since > mail_timeout
-                    ):
-                        if done != "all":
-                            log.event(
-                                "run.mail_pending",
-                                pending=outbox.pending(p.store),
-                                webhooks=webhooks.pending(p.store),
-                                customer_pending=invoice_mail.open_count(p.store),
-                            )
-                        break
-                stopper.event.wait(0.05)
-        finally:
-            if watcher:
-                watcher.stop()
-            processes.stop(extra, STOP_TIMEOUT_MS / 1000)
-            if worker:
-                worker.stop(timeout=STOP_TIMEOUT_MS)
+    with Stopper() as stopper, contextlib.ExitStack() as stack:
+        if stopper.event.is_set():
+            # Stopped before it began (a signal that waited while this process started).
             log.event("worker.stopped")
+            return 0
+        try:
+            started = stack.enter_context(parts(settings))
+        except STARTUP_ERRORS:
+            if not stopper.event.is_set():
+                raise
+            # Stopped while starting, and the Redis it was joining went first: nothing
+            # was taken from the queue yet, so there is nothing to hand back.
+            log.event("worker.stopped", while_starting=True)
+            return 0
+        _serve(
+            started,
+            stopper,
+            once=once,
+            watch=watch,
+            work=work,
+            mail_timeout=mail_timeout,
+            children=children,
+        )
     return 0
+
+
+def _serve(
+    p: Parts,
+    stopper: Stopper,
+    *,
+    once: bool,
+    watch: bool,
+    work: bool,
+    mail_timeout: float,
+    children: bool,
+) -> None:
+    """The main loop, until stopped (or, ``once``, until the inbox is drained)."""
+    settings = p.settings
+    worker = None
+    extra: list[BaseProcess] = []
+    if work:
+        worker = broker_module.worker(p.broker, settings.worker_threads)
+        worker.start()
+    enqueue = enqueuer(p.store, workers(settings))
+    watcher = Watcher(settings, p.store, enqueue) if watch else None
+    try:
+        if work and children and not stopper.event.is_set():
+            extra = processes.start(settings, p.redis.url, worker_process)
+        if watcher:
+            watcher.start()
+        kick_mail_if_due(p.store)
+        kick_webhooks_if_due(p.store, settings)
+        # --once waits for emails while they move; mail_timeout is how long it
+        # waits for a mail server that takes none (it is down or refuses).
+        idle_since: float | None = None
+        left = -1
+        while not stopper.event.is_set():
+            reconciled = watcher.step() if watcher else False
+            if reconciled:
+                kick_mail_if_due(p.store)
+                kick_webhooks_if_due(p.store, settings)
+            if once and watcher:
+                done = _drained(p, watcher)
+                now_left = _mail_left(p.store, settings) if done == "mail" else -1
+                moving = now_left != left
+                left = now_left
+                idle_since = None if done != "mail" or moving else idle_since or time.monotonic()
+                if done == "all" or (idle_since and time.monotonic() - idle_since > mail_timeout):
+                    if done != "all":
+                        log.event(
+                            "run.mail_pending",
+                            pending=outbox.pending(p.store),
+                            webhooks=webhooks.pending(p.store),
+                            customer_pending=invoice_mail.open_count(p.store),
+                        )
+                    break
+            stopper.event.wait(0.05)
+    finally:
+        if watcher:
+            watcher.stop()
+        processes.stop(extra, STOP_TIMEOUT_MS / 1000)
+        if worker:
+            worker.stop(timeout=STOP_TIMEOUT_MS)
+        log.event("worker.stopped")
 
 
 def _drained(p: Parts, watcher: Watcher) -> str | None:
