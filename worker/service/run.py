@@ -34,7 +34,7 @@ from worker.state import Store, files
 
 STOP_TIMEOUT_MS = 30_000
 #: What starting the parts raises when the Redis being joined has just gone away.
-STARTUP_ERRORS = (redis.exceptions.ConnectionError, dramatiq.errors.ConnectionError)
+STARTUP_ERRORS = (redis.exceptions.ConnectionError, dramatiq.errors.ConnectionFailed)
 
 
 @dataclass
