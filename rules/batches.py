@@ -216,7 +216,3 @@ def evaluate(request: Request, invoices: pl.DataFrame, ctx: BatchContext) -> lis
 def http_status(failures: list[Failure]) -> int:
     """201 when created; else the status of the first error reported (400 before 404)."""
     return failures[0].rule.http_status if failures else 201
-
-
-def empty_invoices() -> pl.DataFrame:
-    return pl.DataFrame(schema=INVOICE_SCHEMA)

@@ -43,27 +43,22 @@ INSERT_COLUMNS = (
     "created_at",
     "updated_at",
 )
-#: What a row binds: the rest is the same for the whole chunk, or derived, and is
-#: written by the statement itself (see :func:`insert_sql`). Fewer values bound per row
-#: is most of what Python costs per invoice.
-BOUND_COLUMNS = (
-    "invoice_number",
-    "merchant_reference",
-    "line_number",
-    "amount",
-    "currency",
-    "language",
-    "customer_email",
-    "customer_name",
-    "customer_phone",
-    "notification_type",
-    "expires_at",
-    "order_description",
-    "payment_account",
-    "link_command",
-    "return_url",
-    "token",
+#: The columns the statement fills itself: the same for the whole chunk, or derived.
+CHUNK_COLUMNS = frozenset(
+    {
+        "file_id",
+        "type",
+        "status",
+        "payment_link_url",
+        "email_state",
+        "sms_state",
+        "created_at",
+        "updated_at",
+    }
 )
+#: What a row binds (see :func:`insert_sql`): fewer values bound per row is most of what
+#: Python costs per invoice.
+BOUND_COLUMNS = tuple(c for c in INSERT_COLUMNS if c not in CHUNK_COLUMNS)
 #: Page cache of the connection that bulk-writes (KiB, as SQLite takes it when negative):
 #: the merchant references' unique index is written wherever the ERP's references fall,
 #: and with SQLite's default of 2 MiB a chunk in random order rereads and spills most of it.
