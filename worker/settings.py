@@ -63,22 +63,41 @@ class Settings:
     #: The name customers see as the sender of their invoice emails.
     merchant_name: str = "invoice-worker"
     log_format: str = "text"
+    #: The four folders the ERP sees may live elsewhere (a share, a mount): absolute, or
+    #: relative to the home. ``var/`` and ``mail/`` always stay under the home.
+    inbox_dir: str | None = None
+    outbox_dir: str | None = None
+    archive_dir: str | None = None
+    rejected_dir: str | None = None
+    #: A remote SFTP folder polled as an inbox: ``sftp://user[:password]@host[:port]/path``.
+    sftp_url: str | None = None
+    sftp_poll_seconds: float = 5.0
+    #: A remote folder the fetched originals move to; unset, they are removed.
+    sftp_archive: str | None = None
+    #: A remote folder every result file is also uploaded to.
+    sftp_outbox: str | None = None
+    #: Required with ``sftp_url``: the server's host key is checked, never trusted blindly.
+    sftp_known_hosts: str | None = None
+    sftp_key_file: str | None = None
+
+    def _folder(self, configured: str | None, default: str) -> Path:
+        return self.home / Path(configured).expanduser() if configured else self.home / default
 
     @property
     def inbox(self) -> Path:
-        return self.home / "inbox"
+        return self._folder(self.inbox_dir, "inbox")
 
     @property
     def outbox(self) -> Path:
-        return self.home / "outbox"
+        return self._folder(self.outbox_dir, "outbox")
 
     @property
     def archive(self) -> Path:
-        return self.home / "archive"
+        return self._folder(self.archive_dir, "archive")
 
     @property
     def rejected(self) -> Path:
-        return self.home / "rejected"
+        return self._folder(self.rejected_dir, "rejected")
 
     @property
     def mail(self) -> Path:
@@ -221,4 +240,12 @@ def _checked(settings: Settings) -> Settings:
         if not settings.merchant_webhook_secret:
             # The merchant is promised signed notifications: never send one unsigned.
             raise ConfigError("merchant_webhook_secret: required with merchant_webhook_url")
+    if settings.sftp_url:
+        if not settings.sftp_url.lower().startswith("sftp://"):
+            raise ConfigError("sftp_url: expected sftp://user@host[:port]/path")
+        if not settings.sftp_known_hosts:
+            # Without the server's key, anyone on the path could serve us invoices.
+            raise ConfigError("sftp_known_hosts: required with sftp_url")
+    if settings.sftp_poll_seconds <= 0:
+        raise ConfigError("sftp_poll_seconds: expected a number of seconds > 0")
     return replace(settings, home=home)
