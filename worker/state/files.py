@@ -78,6 +78,7 @@ class File:
     lease_until: float | None = None
     enqueued_at: float | None = None
     approved_at: str | None = None
+    mtime_ns: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> File:

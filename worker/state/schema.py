@@ -284,3 +284,10 @@ def m006_final_paths(db: sqlite_utils.Database) -> None:
     """An original's place in archive/ or rejected/ is chosen against the names other
     files were given (and may not have moved to yet): an index, not a scan."""
     db.executescript("CREATE INDEX files_final_path ON files(final_path);")
+
+
+@migrations()
+def m007_claimed_mtime(db: sqlite_utils.Database) -> None:
+    """A claimed file's modification time, beside its size: a file that changes after its
+    claim (a writer still had it open) is read again, not processed from what was read."""
+    db.executescript("ALTER TABLE files ADD COLUMN mtime_ns INTEGER;")
