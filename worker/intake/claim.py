@@ -14,11 +14,11 @@ import hashlib
 import os
 import secrets
 import shutil
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from worker import log
+from worker.intake import complete
 from worker.intake.names import DONE_SUFFIX, safe_stem
 from worker.settings import Settings
 from worker.state import Store, files
@@ -35,14 +35,17 @@ def sha256_of(path: Path) -> tuple[str, int]:
 
 
 def register(store: Store, claimed: Path) -> int:
-    """Record a claimed file (its hash for duplicate detection) and return its id."""
-    info = claimed.lstat()
-    if stat.S_ISREG(info.st_mode):
+    """Record a claimed file (its hash for duplicate detection, and its size and time
+    as they were before it was read, to tell whether it changed since) and return its id."""
+    snap = complete.snapshot(claimed, fresh=complete.on_mount(claimed.parent))
+    if snap is None:
+        raise FileNotFoundError(errno.ENOENT, "claimed file disappeared", str(claimed))
+    if snap.regular:
         sha, size = sha256_of(claimed)
     else:
         # A symlink or FIFO is never opened: it is rejected as it is.
         sha, size = "", 0
-    return files.add(store, claimed.name, str(claimed), sha, size)
+    return files.add(store, claimed.name, str(claimed), sha, size, snap.mtime_ns)
 
 
 def claim(settings: Settings, store: Store, path: Path) -> int | None:

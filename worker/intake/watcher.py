@@ -1,9 +1,11 @@
-"""The inbox watcher: watchdog events and periodic scans feed a settle check, then a claim.
+"""The inbox watcher: watchdog events and periodic scans feed the completeness proof,
+then a claim.
 
-Events only say "look at this name soon". A name becomes a claim once its size
-and modification time have held still for ``settle_seconds`` (or, in
-done-marker mode, once ``<name>.done`` exists). A full scan runs at start and
-every ``scan_seconds``, because watchdog drops events on overflow and sees
+Events only say "look at this name now". A name becomes a claim once
+:mod:`worker.intake.complete` proves the file complete: at once when no process
+holds it open for writing, after ``settle_seconds`` of holding still on a mount
+(or, in done-marker mode, once ``<name>.done`` exists). A full scan runs at start
+and every ``scan_seconds``, because watchdog drops events on overflow and sees
 nothing that arrived while it was down; the same loop reconciles SQLite:
 unfinished files no live run holds are enqueued again.
 """
@@ -11,7 +13,6 @@ unfinished files no live run holds are enqueued again.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -23,12 +24,14 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from worker import log
-from worker.intake import claim, names
+from worker.intake import claim, complete, names
 from worker.settings import Settings
 from worker.state import Store, files
 from worker.state.mounts import is_network_filesystem
 
 TICK = 0.05
+#: Events wake the loop at once, but a writer's stream of them wakes it at most this often.
+MIN_TICK = 0.005
 #: watchdog's inotify emitter holds every event queued behind an unpaired "moved from"
 #: for this long, waiting for its "moved to" (``InotifyMoveEventGrouper.delay``). Each
 #: claim is such a move out of the watched folder, so for this long after a claim the
@@ -37,14 +40,6 @@ EVENT_HOLD_SECONDS = 0.5
 #: Claimed files are enqueued this many at a time: workers start on a burst while the
 #: rest of it is still being claimed (about a millisecond a file).
 ENQUEUE_EVERY = 64
-
-
-def _size_and_mtime(path: str) -> tuple[int, int]:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return -1, -1
-    return info.st_size, info.st_mtime_ns
 
 
 class _Events(FileSystemEventHandler):
@@ -80,9 +75,11 @@ class Watcher:
         self.settings = settings
         self.store = store
         self.enqueue = enqueue
-        self._seen: dict[str, tuple[int, int, float]] = {}
+        self._seen: dict[str, complete.Watch] = {}
+        self.proof = complete.Proof.for_folder(settings.inbox, settings.settle_seconds)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._observer: BaseObserver | None = None
         self._last_scan = 0.0
         self._list_until = 0.0
@@ -103,12 +100,14 @@ class Watcher:
         if names.is_candidate_name(name, self.settings.done_marker):
             with self._lock:
                 if path in self._seen:
+                    self._wake.set()
                     return
-            # Its size and time now start the settle clock: a file renamed in whole is
-            # claimed one settle time after the event, not a tick later.
-            size, mtime = _size_and_mtime(path)
-            with self._lock:
-                self._seen.setdefault(path, (size, mtime, time.monotonic()))
+            # Its size and time now start the settle clock, where one is needed.
+            watch = self.proof.watch(path, time.monotonic())
+            if watch is not None:
+                with self._lock:
+                    self._seen.setdefault(path, watch)
+                self._wake.set()
 
     def scan(self) -> None:
         """Every candidate name in the inbox, as if an event had named it."""
@@ -122,23 +121,19 @@ class Watcher:
         with self._lock:
             return len(self._seen)
 
-    # -- the settle check --------------------------------------------------------
+    # -- the completeness check ---------------------------------------------------
 
     def _ready(self, path: str, now: float) -> bool | None:
         """True to claim, False to wait, None to forget (gone, or a marker still missing)."""
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
+        if os.path.isdir(path):
             return None
-        if stat.S_ISDIR(info.st_mode):
+        marker = self.settings.done_marker
+        if marker and not os.path.exists(path + names.DONE_SUFFIX):
             return None
-        if self.settings.done_marker and not os.path.exists(path + names.DONE_SUFFIX):
+        verdict = self.proof.look(path, self._seen[path], now, marker=marker)
+        if verdict is complete.Verdict.GONE:
             return None
-        size, mtime, since = self._seen[path]
-        if (info.st_size, info.st_mtime_ns) != (size, mtime):
-            self._seen[path] = (info.st_size, info.st_mtime_ns, now)
-            return False
-        return now - since >= self.settings.settle_seconds
+        return verdict is complete.Verdict.READY
 
     def tick(self) -> list[int]:
         """Claim what has settled; returns the new file ids (already enqueued)."""
@@ -204,16 +199,25 @@ class Watcher:
             "watcher.started",
             inbox=self.settings.inbox,
             observer=type(self._observer).__name__,
+            proof=(
+                "done marker"
+                if self.settings.done_marker
+                else "unchanged for settle_seconds, read fresh (a mount)"
+                if self.proof.mount
+                else "no writer holds it open"
+            ),
             settle_seconds=self.settings.settle_seconds,
-            done_marker=self.settings.done_marker,
         )
         self.reconcile(at_start=True)
         self._last_scan = time.monotonic()
 
     def run_forever(self) -> None:
         while not self._stop.is_set():
+            # Cleared before the step: an event during it makes the next wait return at once.
+            self._wake.clear()
             self.step()
-            self._stop.wait(TICK)
+            self._stop.wait(MIN_TICK)
+            self._wake.wait(TICK)
 
     def step(self) -> bool:
         """One tick; True when it also reconciled."""
@@ -228,6 +232,7 @@ class Watcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

@@ -22,7 +22,7 @@ from pathlib import Path
 from notifications import reports
 from worker import log
 from worker.errors import FileRejected
-from worker.intake import claim, readers
+from worker.intake import claim, complete, readers
 from worker.pipeline.kind import FileKind, Summary
 from worker.pipeline.results import error_doc, result_stem, write_json
 from worker.pipeline.runtime import Runtime
@@ -87,7 +87,8 @@ def _validate(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
     kind, table, file = open_file(rt, file)
     summary = kind.validate(rt, file, table)
     renew()
-    validated(rt, file, kind, summary)
+    if _unchanged_since_claim(rt, file, renew):
+        validated(rt, file, kind, summary)
 
 
 def _record(
@@ -98,7 +99,53 @@ def _record(
     kind: FileKind,
     summary: Summary,
 ) -> None:
-    validated(rt, file, kind, summary)
+    if _unchanged_since_claim(rt, file, renew):
+        validated(rt, file, kind, summary)
+
+
+def _unchanged_since_claim(rt: Runtime, file: File, renew: Callable[[], None]) -> bool:
+    """Whether the file, now read in full, is as it was claimed; if not (a writer still
+    had it open), wait until it is complete and record it as received again, to be hashed
+    and read afresh: nothing is made from what was read."""
+    path = Path(file.claimed_path)
+    proof = complete.Proof.for_folder(path.parent, rt.settings.settle_seconds)
+    now = complete.snapshot(path, fresh=proof.mount)
+    if file.mtime_ns is None or now is None or not now.regular:
+        # Claimed by a version that kept no time, or gone: the next stage says what it is.
+        return True
+    same = (now.size, now.mtime_ns) == (file.size, file.mtime_ns)
+    if same and complete.writers(path) is not complete.Writer.OPEN:
+        return True
+    log.event(
+        "file.changed_after_claim",
+        logging.WARNING,
+        file_id=file.id,
+        name=file.name,
+        claimed_size=file.size,
+        size=now.size,
+        note="what was read is discarded; read again once it is complete",
+    )
+    _cleanup(rt, file)
+    held = proof.wait(path, renew)
+    if held is None:
+        return True
+    sha, size = claim.sha256_of(path)
+    with rt.store.atomic() as conn:
+        files.transition(
+            conn,
+            file.id,
+            FileState.RECEIVED,
+            sha256=sha,
+            size=size,
+            mtime_ns=held.mtime_ns,
+            rows=None,
+            valid=None,
+            rejected=None,
+            chunks=None,
+            unknown_columns=None,
+        )
+    _logged(rt, file.id, FileState.RECEIVED, {})
+    return False
 
 
 def open_file(rt: Runtime, file: File) -> tuple[FileKind, readers.Table, File]:

@@ -109,7 +109,9 @@ def get(store: Store, file_id: int) -> File:
     return File.from_row(row)
 
 
-def add(store: Store, name: str, claimed_path: str, sha256: str, size: int) -> int:
+def add(
+    store: Store, name: str, claimed_path: str, sha256: str, size: int, mtime_ns: int | None = None
+) -> int:
     """Record a claimed file; the same claimed path twice is the same file."""
     with store.atomic() as conn:
         row = conn.execute(
@@ -119,9 +121,9 @@ def add(store: Store, name: str, claimed_path: str, sha256: str, size: int) -> i
             return int(row[0])
         stamp = now_iso()
         cur = conn.execute(
-            "INSERT INTO files (name, claimed_path, sha256, size, state, received_at,"
-            " updated_at) VALUES (?, ?, ?, ?, 'received', ?, ?)",
-            (name, claimed_path, sha256, size, stamp, stamp),
+            "INSERT INTO files (name, claimed_path, sha256, size, mtime_ns, state,"
+            " received_at, updated_at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
+            (name, claimed_path, sha256, size, mtime_ns, stamp, stamp),
         )
         file_id = int(cur.lastrowid or 0)
         conn.execute(
