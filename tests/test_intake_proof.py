@@ -203,5 +203,6 @@ def test_a_claimed_file_its_writer_still_holds_waits_for_the_writer_to_close_it(
     assert done == [FileState.PROCESSED]
     file = files.get(store, file_id)
     assert (file.rows, file.created) == (60, 60)
-    refs = [r["merchant_reference"] for r in read_results(settings.outbox / "raced.csv.results.csv")]
+    results = read_results(settings.outbox / "raced.csv.results.csv")
+    refs = [r["merchant_reference"] for r in results]
     assert sorted(refs) == sorted(r["merchant_reference"] for r in rows)

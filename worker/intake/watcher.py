@@ -213,14 +213,18 @@ class Watcher:
 
     def run_forever(self) -> None:
         while not self._stop.is_set():
-            # Cleared before the step: an event during it makes the next wait return at once.
-            self._wake.clear()
             self.step()
-            self._stop.wait(MIN_TICK)
-            self._wake.wait(TICK)
+            self.idle()
+
+    def idle(self, timeout: float = TICK) -> None:
+        """Wait until an event names a file, or ``timeout``, before the next step."""
+        self._stop.wait(MIN_TICK)
+        self._wake.wait(timeout)
 
     def step(self) -> bool:
         """One tick; True when it also reconciled."""
+        # Cleared before the tick: an event during it makes the next idle() return at once.
+        self._wake.clear()
         if time.monotonic() < self._list_until:
             self.scan()
         self.tick()

@@ -193,7 +193,10 @@ def _serve(
                             customer_pending=invoice_mail.open_count(p.store),
                         )
                     break
-            stopper.event.wait(0.05)
+            if watcher:
+                watcher.idle()
+            else:
+                stopper.event.wait(0.05)
     finally:
         if watcher:
             watcher.stop()
