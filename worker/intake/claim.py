@@ -34,10 +34,11 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def register(store: Store, claimed: Path) -> int:
+def register(store: Store, claimed: Path, mount: bool = False) -> int:
     """Record a claimed file (its hash for duplicate detection, and its size and time
-    as they were before it was read, to tell whether it changed since) and return its id."""
-    snap = complete.snapshot(claimed, fresh=complete.on_mount(claimed.parent))
+    as they were before it was read, to tell whether it changed since) and return its id.
+    ``mount``: the claim folder is on a network or FUSE mount."""
+    snap = complete.snapshot(claimed, fresh=mount)
     if snap is None:
         raise FileNotFoundError(errno.ENOENT, "claimed file disappeared", str(claimed))
     if snap.regular:
@@ -62,7 +63,7 @@ def claim(settings: Settings, store: Store, path: Path) -> int | None:
     if settings.done_marker:
         with contextlib.suppress(FileNotFoundError):
             path.with_name(path.name + DONE_SUFFIX).unlink()
-    return register(store, target)
+    return register(store, target, complete.on_mount(settings.claimed))
 
 
 def orphans(settings: Settings, store: Store) -> list[int]:
@@ -76,7 +77,7 @@ def orphans(settings: Settings, store: Store) -> list[int]:
         for entry in entries:
             if str(entry) not in known:
                 log.event("file.orphan_claimed", path=entry.name)
-                found.append(register(store, entry))
+                found.append(register(store, entry, complete.on_mount(settings.claimed)))
         if not entries and folder.is_dir():
             with contextlib.suppress(OSError):
                 folder.rmdir()

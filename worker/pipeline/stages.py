@@ -108,7 +108,7 @@ def _unchanged_since_claim(rt: Runtime, file: File, renew: Callable[[], None]) -
     had it open), wait until it is complete and record it as received again, to be hashed
     and read afresh: nothing is made from what was read."""
     path = Path(file.claimed_path)
-    proof = complete.Proof.for_folder(path.parent, rt.settings.settle_seconds)
+    proof = complete.Proof.for_folder(rt.settings.claimed, rt.settings.settle_seconds)
     now = complete.snapshot(path, fresh=proof.mount)
     if file.mtime_ns is None or now is None or not now.regular:
         # Claimed by a version that kept no time, or gone: the next stage says what it is.
