@@ -117,12 +117,12 @@ def test_an_inbox_on_sshfs_sees_a_file_the_server_still_writes_as_incomplete(
         INVOICE_WORKER_INBOX_DIR=str(mount.path),
     )
     source = invoice_file(tmp_path / "invoices.csv")
-    # When a writer on the server writes a 20,000-row file in 100 parts over about 40 s,
+    # When a writer on the server writes a 20,000-row file in 200 parts over about 40 s,
     # pausing less than the settle time: sshfs's listing cache (also about 20 s) shows the
     # file only from its second listing on, mid-write, with a size that then holds still.
     # (A pause longer than the settle time on a mount is, by the contract, a complete
     # file: no process on this host holds it open.)
-    writer = slow_writer(tmp_path / "invoices.csv", served / "invoices.csv", 100, 0.4)
+    writer = slow_writer(tmp_path / "invoices.csv", served / "invoices.csv", 200, 0.2)
     _, err = writer.communicate(timeout=180)
     assert writer.returncode == 0, err.decode(errors="replace")
     # Then every row is created exactly once, from the whole file
