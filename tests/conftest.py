@@ -4,6 +4,8 @@ files in ``tmp_path``, and the real ``invoice-worker`` process for CLI tests."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import WEBHOOK_SECRET, drop, wait_files
+from helpers import WEBHOOK_SECRET, cli_env, drop, wait_files
 from mailserver import MailServer
+from sshd import Mount, Sshd, require_tools
 
 from worker import log
 from worker.intake.watcher import Watcher
@@ -232,3 +235,86 @@ def merchant(
             merchant_webhook_url=webhook_receiver.url, merchant_webhook_secret=WEBHOOK_SECRET
         )
     )
+
+
+# -- real mounts: an OpenSSH sshd on 127.0.0.1 and sshfs (`make test-mounts`) ------------
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH sshd on a free port of 127.0.0.1, for the whole session."""
+    require_tools()
+    server = Sshd(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sshfs(sshd: Sshd) -> Iterator[Callable[[Path, Path], Mount]]:
+    """Mounts a server folder with sshfs (default options); each is unmounted after the
+    test, failed or not."""
+    mounts: list[Mount] = []
+
+    def mount(remote: Path, mountpoint: Path) -> Mount:
+        made = sshd.mount(remote, mountpoint)
+        mounts.append(made)
+        return made
+
+    yield mount
+    for made in reversed(mounts):
+        made.unmount()
+
+
+_deselected_mounts: list[str] = []
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _deselected_mounts.extend(i.nodeid for i in items if i.get_closest_marker("mounts"))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """`make test` leaves the mount tests out (``-m "not mounts"``): say so last, and how
+    to run them."""
+    if _deselected_mounts and "mounts" in (config.option.markexpr or ""):
+        terminalreporter.write_line(
+            f"{len(_deselected_mounts)} mount tests (real sshd and sshfs) were not run: "
+            "run them with `make test-mounts` (as root it installs openssh-server and sshfs)",
+            yellow=True,
+            bold=True,
+        )
+
+
+@pytest.fixture
+def worker_run() -> Iterator[Callable[..., Path]]:
+    """Starts the real ``invoice-worker run`` process on a home the test chooses, with
+    environment overrides; returns its log once the watcher runs. Stopped (SIGTERM) after
+    the test, failed or not."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(home: Path, timeout: float = 60, **env: str) -> Path:
+        home.mkdir(parents=True, exist_ok=True)
+        log_path = home / "run.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "run"],
+            env=cli_env(home, **env),
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_path.open("wb"),
+        )
+        started.append(proc)
+        deadline = time.monotonic() + timeout
+        while "watcher.started" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None, log_path.read_text(errors="replace")
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+            time.sleep(0.05)
+        return log_path
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
