@@ -7,23 +7,15 @@ place), and times whole processes with :mod:`bench.measure`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import sqlite3
-import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import generate, measure
+from bench import measure
 
 SETTLE_SECONDS = 0.25
-START_TIMEOUT = 30.0
 
 
 def product_command(*args: str) -> list[str]:
@@ -34,12 +26,16 @@ def product_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker.cli", *args]
 
 
-def product_env(home: Path, **settings: str) -> dict[str, str]:
+def product_env(
+    home: Path, settle: float | None = SETTLE_SECONDS, **settings: str
+) -> dict[str, str]:
+    """The product's environment: only ``home``; ``settle`` None leaves the default."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("INVOICE_WORKER_", "REDIS_URL"))
     }
     env["INVOICE_WORKER_HOME"] = str(home)
-    env["INVOICE_WORKER_SETTLE_SECONDS"] = str(SETTLE_SECONDS)
+    if settle is not None:
+        env["INVOICE_WORKER_SETTLE_SECONDS"] = str(settle)
     env.update({f"INVOICE_WORKER_{k.upper()}": v for k, v in settings.items()})
     return env
 
@@ -113,138 +109,3 @@ def validate(scratch: Path, source: Path) -> measure.Run:
         raise RuntimeError(f"validate failed ({done.returncode}):\n{done.stderr[-3000:]}")
     shutil.rmtree(home, ignore_errors=True)
     return done
-
-
-class Service:
-    """``invoice-worker run`` in the background, with its peak memory sampled."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        #: Peak RSS of the process tree, known after :meth:`stop`.
-        self.peak = 0
-        self.log = open(home / "worker.log", "w+")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            product_command("run"),
-            env=product_env(home),
-            cwd=home,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-        self.sampler = measure.TreeSampler(self.proc.pid).__enter__()
-        deadline = time.monotonic() + START_TIMEOUT
-        while "watcher.started" not in (home / "worker.log").read_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"run did not start:\n{(home / 'worker.log').read_text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.sampler.__exit__()
-        self.peak = self.sampler.peak
-        self.log.close()
-
-    def final_files(self) -> int:
-        """Files in a final state, read from the state database as ``status`` does."""
-        db = self.home / "var" / "state.db"
-        if not db.exists():
-            return 0
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-            try:
-                row = conn.execute(
-                    "SELECT count(*) FROM files WHERE state IN ('processed', 'rejected', 'failed')"
-                ).fetchone()
-            except sqlite3.OperationalError:
-                return 0
-        return int(row[0])
-
-
-@contextlib.contextmanager
-def service(scratch: Path, name: str) -> Iterator[Service]:
-    home = fresh_home(scratch, name)
-    svc = Service(home)
-    try:
-        yield svc
-    finally:
-        svc.stop()
-    shutil.rmtree(home, ignore_errors=True)
-
-
-def drop_text(inbox: Path, name: str, text: str) -> float:
-    """Write-then-rename, as ERPs are told to; returns the time of the rename."""
-    tmp = inbox / f".{name}.tmp"
-    tmp.write_text(text)
-    os.rename(tmp, inbox / name)
-    return time.perf_counter()
-
-
-def wait_for(path: Path, timeout: float = 30.0, poll: float = 0.002) -> float:
-    """The time at which ``path`` exists."""
-    deadline = time.perf_counter() + timeout
-    while not path.exists():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{path.name} did not appear in {timeout}s")
-        time.sleep(poll)
-    return time.perf_counter()
-
-
-@dataclass
-class Latency:
-    samples: list[float]
-    peak_rss: int
-
-    @property
-    def p50(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def p95(self) -> float:
-        return statistics.quantiles(self.samples, n=20, method="inclusive")[18]
-
-
-def latency(scratch: Path, drops: int = 50, rows: int = 10) -> Latency:
-    """Drop-to-results time of small files, one at a time, with ``run`` already going."""
-    samples: list[float] = []
-    with service(scratch, "latency") as svc:
-        inbox, outbox = svc.home / "inbox", svc.home / "outbox"
-        # One drop first, untimed: the first file also pays for lazy imports.
-        for n in range(drops + 1):
-            name = f"drop-{n:03d}.csv"
-            text = generate.invoices_text(rows, seed=n, prefix=f"LAT{n:03d}")
-            start = drop_text(inbox, name, text)
-            end = wait_for(outbox / f"{name}.results.csv")
-            if n:
-                samples.append(end - start)
-            time.sleep(0.05)
-    return Latency(samples, svc.peak)
-
-
-@dataclass
-class Burst:
-    files: int
-    wall: float
-    peak_rss: int
-
-
-def burst(scratch: Path, files: int = 1000, rows: int = 10, timeout: float = 300) -> Burst:
-    """``files`` small files renamed into the inbox at once; time until every result is out."""
-    with service(scratch, "burst") as svc:
-        inbox = svc.home / "inbox"
-        staged = []
-        for n in range(files):
-            tmp = inbox / f".many-{n:04d}.csv.tmp"
-            tmp.write_text(generate.invoices_text(rows, seed=n, prefix=f"MANY{n:04d}"))
-            staged.append(tmp)
-        start = time.perf_counter()
-        for tmp in staged:
-            os.rename(tmp, inbox / tmp.name[1:-4])
-        while svc.final_files() < files:
-            if time.perf_counter() - start > timeout:
-                raise TimeoutError(f"not all {files} files were processed in {timeout}s")
-            time.sleep(0.02)
-        wall = time.perf_counter() - start
-    return Burst(files, wall, svc.peak)

@@ -8,7 +8,17 @@ from html import escape
 from bench.measure import MIB
 from bench.suite import Results, Row
 
-HEADER = ("case", "rows", "wall s", "rows/s", "peak RSS MiB", "floor s", "x floor", "note")
+HEADER = (
+    "case",
+    "rows",
+    "wall s",
+    "rows/s",
+    "peak RSS MiB",
+    "floor s",
+    "x floor",
+    "x floor min-max",
+    "note",
+)
 
 
 def _cells(row: Row) -> tuple[str, ...]:
@@ -20,6 +30,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         f"{row.peak_rss / MIB:,.0f}" if row.peak_rss else "",
         f"{row.floor:.2f}" if row.floor else "",
         f"{row.ratio:.2f}" if row.ratio else "",
+        f"{row.spread[0]:.2f}-{row.spread[1]:.2f}" if row.spread else "",
         row.note,
     )
 
@@ -27,7 +38,7 @@ def _cells(row: Row) -> tuple[str, ...]:
 def text_table(res: Results) -> str:
     rows = [HEADER, *(_cells(r) for r in res.rows)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    right = {1, 2, 3, 4, 5, 6}
+    right = {1, 2, 3, 4, 5, 6, 7}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
