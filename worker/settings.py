@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -79,6 +80,8 @@ class Settings:
     #: Required with ``sftp_url``: the server's host key is checked, never trusted blindly.
     sftp_known_hosts: str | None = None
     sftp_key_file: str | None = None
+    #: The zone a spreadsheet's date-time cells (which carry no offset) are taken in.
+    spreadsheet_timezone: str = "UTC"
 
     def _folder(self, configured: str | None, default: str) -> Path:
         return self.home / Path(configured).expanduser() if configured else self.home / default
@@ -246,6 +249,10 @@ def _checked(settings: Settings) -> Settings:
         if not settings.sftp_known_hosts:
             # Without the server's key, anyone on the path could serve us invoices.
             raise ConfigError("sftp_known_hosts: required with sftp_url")
+    try:
+        zoneinfo.ZoneInfo(settings.spreadsheet_timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"spreadsheet_timezone: unknown time zone {exc}") from None
     if settings.sftp_poll_seconds <= 0:
         raise ConfigError("sftp_poll_seconds: expected a number of seconds > 0")
     return replace(settings, home=home)
