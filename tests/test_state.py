@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from worker.errors import StateError
+from worker.errors import LeaseHeld, StateError
 from worker.state import File, FileState, files
+from worker.state.leases import Lease
 
 
 def test_a_nested_atomic_block_is_a_savepoint_rolled_back_alone(store):
@@ -56,3 +59,33 @@ def test_an_unknown_column_is_an_error_not_sql(store):
     file_id = files.add(store, "a.csv", "/claimed/a.csv", "00", 1)
     with pytest.raises(StateError, match="no column"), store.atomic() as conn:
         files.update(conn, file_id, **{"state = 'processed', name": "x"})
+
+
+def test_a_lease_outlives_its_length_while_its_process_lives(store):
+    # Given a run holding a file's 0.8 s lease through one long step that never renews
+    file_id = files.add(store, "big.csv", "/claimed/big.csv", "00", 1)
+    lease = Lease(store, file_id, seconds=0.8)
+    lease.take()
+    time.sleep(2.5)
+    # Then another run still cannot take it: the process's heartbeat kept it
+    with pytest.raises(LeaseHeld):
+        Lease(store, file_id, seconds=0.8).take()
+    lease.renew()
+    lease.release()
+    assert files.get(store, file_id).lease_owner is None
+
+
+def test_a_run_whose_lease_was_taken_from_it_is_told_at_its_next_renewal(store):
+    file_id = files.add(store, "a.csv", "/claimed/a.csv", "00", 1)
+    lease = Lease(store, file_id, seconds=0.8)
+    lease.take()
+    # When another owner takes the file over (as after this process stalled past it)
+    with store.atomic() as conn:
+        files.update(conn, file_id, lease_owner="elsewhere:1:x", lease_until=time.time() + 60)
+    deadline = time.monotonic() + 5
+    while not lease.lost and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Then its next renewal stops it, and the new owner keeps the file
+    with pytest.raises(LeaseHeld, match="lost"):
+        lease.renew()
+    assert files.get(store, file_id).lease_owner == "elsewhere:1:x"

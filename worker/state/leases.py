@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid
 
@@ -99,6 +100,16 @@ def take_file(store: Store, file_id: int, owner: str, seconds: float, attempt: b
         return bool(cur.rowcount == 1)
 
 
+def extend_file(store: Store, file_id: int, owner: str, seconds: float) -> bool:
+    """Extend a lease ``owner`` still holds; False when it holds it no more."""
+    with store.atomic() as conn:
+        cur = conn.execute(
+            "UPDATE files SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+            (time.time() + seconds, file_id, owner),
+        )
+        return bool(cur.rowcount == 1)
+
+
 def release_file(store: Store, file_id: int, owner: str) -> None:
     with store.atomic() as conn:
         conn.execute(
@@ -126,6 +137,8 @@ class Lease:
         self.owner = lease_owner()
         self.seconds = seconds
         self.renewed = 0.0
+        #: Set by the heartbeat when the lease is no longer this run's.
+        self.lost = False
 
     def take(self) -> None:
         """Raises LeaseHeld while a live run holds the file."""
@@ -139,8 +152,11 @@ class Lease:
             if not take_file(store, file_id, self.owner, self.seconds, attempt=True):
                 raise LeaseHeld(f"file {file_id} was taken over by another run")
         self.renewed = time.monotonic()
+        HEARTBEAT.add(self)
 
     def renew(self) -> None:
+        if self.lost:
+            raise LeaseHeld(f"file {self.file_id}: lease lost")
         # A lease renewed within the last quarter of its length has most of it left:
         # renewing after every small step would be a write for nothing.
         if time.monotonic() - self.renewed < self.seconds / 4:
@@ -150,5 +166,57 @@ class Lease:
         self.renewed = time.monotonic()
 
     def release(self) -> None:
+        HEARTBEAT.discard(self)
         with contextlib.suppress(Exception):
             release_file(self.store, self.file_id, self.owner)
+
+    def beat(self) -> None:
+        """Extend the lease if a quarter of it has gone (the heartbeat calls this)."""
+        if time.monotonic() - self.renewed < self.seconds / 4:
+            return
+        try:
+            held = extend_file(self.store, self.file_id, self.owner, self.seconds)
+        except Exception:
+            # A busy or closed database: the next beat tries again, well within the lease.
+            return
+        if held:
+            self.renewed = time.monotonic()
+        else:
+            # Released with the file's final state, or (the process stalled past the
+            # lease) taken over: either way this run must not go on with it.
+            self.lost = True
+            HEARTBEAT.discard(self)
+
+
+class Heartbeat:
+    """One thread a process that keeps every lease its runs hold alive while the process
+    lives: a long step (hashing or validating a 3 GB file) never outlives its lease, and
+    a dead process's leases run out."""
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.add(lease)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
+                self._thread.start()
+
+    def discard(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                leases = list(self._leases)
+            for lease in leases:
+                lease.beat()
+            shortest = min((lease.seconds for lease in leases), default=60.0)
+            time.sleep(max(shortest / 8, 0.1))
+
+
+HEARTBEAT = Heartbeat()
