@@ -131,6 +131,28 @@ def test_run_once_fetches_complete_files_processes_them_removes_them_and_uploads
     assert len(files_rows(home)) == 2
 
 
+def test_run_pulls_files_as_they_arrive_and_sigterm_stops_it_cleanly(
+    home: Path, sftp_server: SftpServer
+):
+    # Given the worker running, pulling from the server into an archive folder there
+    proc, log = start_run(home, sftp_server, sftp_archive="/archive")
+    try:
+        wait_for(lambda: "sftp.started" in log.read_text(), what="the poller")
+        # When a file arrives on the server (written, then renamed, as an ERP does)
+        (sftp_server.inbox / ".late.csv.tmp").write_text(invoice_csv([invoice_row(1)]))
+        os.rename(sftp_server.inbox / ".late.csv.tmp", sftp_server.inbox / "late.csv")
+        # Then it is processed, and moved to the archive on the server
+        wait_for(lambda: (home / "archive" / "late.csv").exists(), what="processing")
+        wait_for(lambda: (sftp_server.root / "archive" / "late.csv").exists(), what="archive")
+    finally:
+        # And SIGTERM stops the worker, its poller too, cleanly
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "sftp.archived" in text and "worker.stopped" in text
+    assert not list(sftp_server.inbox.iterdir())
+
+
 def test_the_worker_killed_after_registering_a_file_but_before_removing_it_fetches_nothing_twice(
     home: Path, sftp_server: SftpServer
 ):
@@ -217,6 +239,17 @@ def test_fetched_files_move_to_sftp_archive_under_a_free_name(
     assert not (sftp_server.inbox / "march.csv").exists()
     assert (archive / "march.csv").read_text() == "an older march\n"
     assert (archive / "march.1.csv").read_text() == content
+
+
+def test_in_done_marker_mode_a_file_waits_for_its_marker_and_both_leave_the_server(
+    sftp_settings: Settings, sftp_server: SftpServer, store: Store
+):
+    s = sftp_settings.with_(done_marker=True)
+    (sftp_server.inbox / "a.csv").write_text(invoice_csv([invoice_row(1)]))
+    assert SftpPoller(s, store, lambda ids: None).fetch_once() == []
+    (sftp_server.inbox / "a.csv.done").touch()
+    assert len(SftpPoller(s, store, lambda ids: None).fetch_once()) == 1
+    assert not list(sftp_server.inbox.iterdir())
 
 
 def test_a_file_still_growing_on_the_server_is_not_fetched_until_it_holds_still(

@@ -17,8 +17,8 @@ or drops the connection is retried with a doubling wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import secrets
 import shutil
 import threading
@@ -102,22 +102,13 @@ class SftpPoller:
     def fetch_once(self) -> list[int]:
         """``run --once``: list, wait out the settle time, fetch what held still."""
         self._prepare()
-        return asyncio.run(self._once())
+        asyncio.run(self._briefly(self._poll_settled))
+        return self.fetched
 
     def upload_once(self) -> None:
         """``run --once``, at the end: upload the results written meanwhile."""
         if self.uploader is not None:
-            asyncio.run(self._upload_once())
-
-    async def _upload_once(self) -> None:
-        if self.uploader is not None:
-            uploader = self.uploader
-
-            async def upload() -> None:
-                await uploader.upload_new(await self._client())
-
-            await self._guarded(upload)
-        await self._disconnect()
+            asyncio.run(self._briefly(self._upload))
 
     def _prepare(self) -> None:
         self.downloads.mkdir(parents=True, exist_ok=True)
@@ -144,13 +135,21 @@ class SftpPoller:
         finally:
             await self._disconnect()
 
-    async def _once(self) -> list[int]:
-        await self._guarded()
-        if self.failures == 0:
-            await asyncio.sleep(self.settings.settle_seconds)
-            await self._guarded()
-        await self._disconnect()
-        return self.fetched
+    async def _briefly(self, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await self._guarded(step)
+        finally:
+            await self._disconnect()
+            sftp_state.release_role(self.store, self._owner)
+
+    async def _poll_settled(self) -> None:
+        await self.poll()
+        await asyncio.sleep(self.settings.settle_seconds)
+        await self.poll()
+
+    async def _upload(self) -> None:
+        if self.uploader is not None:
+            await self.uploader.upload_new(await self._client())
 
     async def _guarded(self, step: Callable[[], Awaitable[None]] | None = None) -> float:
         """One poll (or ``step``); the seconds to wait before the next (longer after each
@@ -178,26 +177,33 @@ class SftpPoller:
 
     async def poll(self) -> None:
         """List the folder, finish recorded fetches, fetch what settled, upload results."""
-        hold = max(60.0, self.settings.sftp_poll_seconds * 4)
-        if not sftp_state.take_role(self.store, self._owner, hold):
+        if not self._hold_role():
             return  # another process of this installation polls the server
         sftp = await self._client()
         entries = await sftp_remote.listing(sftp, self.remote.path)
         recorded = await self._finish_recorded(sftp, entries)
         for entry in self._settled(entries, recorded):
+            if not self._hold_role():
+                return
             await self._fetch(sftp, entry)
         if self.uploader:
             await self.uploader.upload_new(sftp)
 
+    def _hold_role(self) -> bool:
+        hold = max(60.0, self.settings.sftp_poll_seconds * 4)
+        return sftp_state.take_role(self.store, self._owner, hold)
+
     def _settled(self, entries: dict[str, Entry], recorded: set[str]) -> list[Entry]:
-        """Entries unchanged since a listing at least ``settle_seconds`` ago."""
+        """Entries unchanged since a listing at least ``settle_seconds`` ago (and, in
+        done-marker mode, whose marker is there)."""
         now = time.monotonic()
         self._seen = {p: s for p, s in self._seen.items() if p in entries}
+        marker = self.settings.done_marker
         ready = []
         for path, entry in entries.items():
-            if path in recorded or not names.is_candidate_name(
-                entry.name, self.settings.done_marker
-            ):
+            if path in recorded or not names.is_candidate_name(entry.name, marker):
+                continue
+            if marker and path + names.DONE_SUFFIX not in entries:
                 continue
             seen = self._seen.get(path)
             if seen is None or (seen.size, seen.mtime) != (entry.size, entry.mtime):
@@ -219,8 +225,7 @@ class SftpPoller:
                 self._seen.pop(entry.path, None)
                 log.event("sftp.changed", name=entry.name, size=size)
                 return
-            os.rename(folder / PARTIAL, target)
-            _fsync_dir(folder)
+            sftp_remote.rename_durably(folder / PARTIAL, target)
         except asyncssh.SFTPError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, sftp_remote.CONNECTION_GONE):
@@ -297,15 +302,16 @@ class SftpPoller:
         """The local copy is registered: the remote file goes, or moves to the archive."""
         try:
             if self.settings.sftp_archive:
-                await sftp.makedirs(self.settings.sftp_archive, exist_ok=True)
-                to = await sftp_remote.free_path(sftp, self.settings.sftp_archive, entry.name)
-                await sftp.rename(entry.path, to)
+                to = await sftp_remote.archive(sftp, entry, self.settings.sftp_archive)
                 sftp_state.mark_removed(self.store, fetch.id, archived_to=to)
                 log.event("sftp.archived", name=entry.name, file_id=fetch.file_id, to=to)
             else:
                 await sftp.remove(entry.path)
                 sftp_state.mark_removed(self.store, fetch.id)
                 log.event("sftp.removed", name=entry.name, file_id=fetch.file_id)
+            if self.settings.done_marker:
+                with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+                    await sftp.remove(entry.path + names.DONE_SUFFIX)
         except asyncssh.SFTPError as exc:
             if isinstance(exc, sftp_remote.CONNECTION_GONE):
                 raise
@@ -321,16 +327,4 @@ class SftpPoller:
     async def _disconnect(self) -> None:
         conn, self._conn, self._sftp = self._conn, None, None
         if conn is not None:
-            conn.close()
-            try:
-                await asyncio.wait_for(conn.wait_closed(), 5)
-            except (TimeoutError, *sftp_remote.UNREACHABLE):
-                pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            await sftp_remote.close(conn)

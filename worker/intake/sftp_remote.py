@@ -6,6 +6,7 @@ is :mod:`worker.intake.sftp`'s business.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -142,6 +143,16 @@ async def download(sftp: asyncssh.SFTPClient, path: str, target: Path) -> tuple[
     return digest.hexdigest(), size
 
 
+def rename_durably(source: Path, target: Path) -> None:
+    """Rename, and fsync the folder: the name is on disk before anything refers to it."""
+    os.rename(source, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 async def attributes(sftp: asyncssh.SFTPClient, path: str) -> tuple[int, int] | None:
     """(size, mtime) of a remote file now, or None if it is gone."""
     try:
@@ -162,6 +173,20 @@ async def free_path(sftp: asyncssh.SFTPClient, folder: str, name: str) -> str:
         n += 1
         candidate = posixpath.join(folder, f"{stem}.{n}" + (f".{ext}" if ext else ""))
     return candidate
+
+
+async def archive(sftp: asyncssh.SFTPClient, entry: Entry, folder: str) -> str:
+    """Move a fetched file into the remote archive folder, under a free name; that name."""
+    await sftp.makedirs(folder, exist_ok=True)
+    target = await free_path(sftp, folder, entry.name)
+    await sftp.rename(entry.path, target)
+    return target
+
+
+async def close(conn: asyncssh.SSHClientConnection) -> None:
+    conn.close()
+    with contextlib.suppress(*UNREACHABLE):
+        await asyncio.wait_for(conn.wait_closed(), 5)
 
 
 async def replace(sftp: asyncssh.SFTPClient, source: str, target: str) -> None:

@@ -10,6 +10,7 @@ between the rename and the record uploads it once more, whole, over itself).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 from dataclasses import dataclass
@@ -88,7 +89,16 @@ class Uploader:
             target = posixpath.join(self.folder, result.name)
             last = done.get(result.name)
             if not (last and last.sha256 == sha):
-                await self._put(sftp, result.path, target)
+                try:
+                    await self._put(sftp, result.path, target)
+                except asyncssh.SFTPError as exc:
+                    if isinstance(exc, sftp_remote.CONNECTION_GONE):
+                        raise
+                    # Not recorded: tried again at the next poll.
+                    log.event(
+                        "sftp.upload_failed", logging.WARNING, name=result.name, error=str(exc)
+                    )
+                    continue
                 uploaded += 1
                 log.event("sftp.uploaded", name=result.name, size=result.size, to=target)
             sftp_state.record_upload(
