@@ -318,3 +318,25 @@ def worker_run() -> Iterator[Callable[..., Path]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture
+def sftp_server(tmp_path: Path) -> Iterator[Any]:
+    """A real SFTP server process (asyncssh, tests/sftpserver.py) on 127.0.0.1, with a host
+    key, a client key and a known_hosts file of its own in tmp_path."""
+    from sftpserver import SftpServer
+
+    server = SftpServer(tmp_path / "sftp").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def sftp_settings(settings: Settings, sftp_server: Any) -> Settings:
+    """The test settings, pulling from ``sftp_server`` with its client key."""
+    return settings.with_(
+        sftp_url=sftp_server.url(),
+        sftp_known_hosts=str(sftp_server.known_hosts),
+        sftp_key_file=str(sftp_server.client_key),
+        sftp_poll_seconds=0.2,
+    )

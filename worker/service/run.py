@@ -21,6 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from worker import log, state
 from worker.delivery import customers as invoice_mail
 from worker.delivery import outbox, webhooks
+from worker.intake.sftp import SftpPoller
 from worker.intake.watcher import Watcher
 from worker.kinds import KINDS
 from worker.pipeline import groups
@@ -162,11 +163,18 @@ def _serve(
         worker.start()
     enqueue = enqueuer(p.store, workers(settings))
     watcher = Watcher(settings, p.store, enqueue) if watch else None
+    # Beside the watcher: it lands files in inbox/, whose orphaned claims the watcher's
+    # first reconcile registers before the poller looks for them.
+    poller = SftpPoller(settings, p.store, enqueue) if watch and settings.sftp_url else None
     try:
         if work and children and not stopper.event.is_set():
             extra = processes.start(settings, p.redis.url, worker_process)
         if watcher:
             watcher.start()
+        if poller and once:
+            poller.fetch_once()
+        elif poller:
+            poller.start()
         kick_mail_if_due(p.store)
         kick_webhooks_if_due(p.store, settings)
         # --once waits for emails while they move; mail_timeout is how long it
@@ -197,7 +205,11 @@ def _serve(
                 watcher.idle()
             else:
                 stopper.event.wait(0.05)
+        if poller and once and not stopper.event.is_set():
+            poller.upload_once()
     finally:
+        if poller:
+            poller.stop()
         if watcher:
             watcher.stop()
         processes.stop(extra, STOP_TIMEOUT_MS / 1000)

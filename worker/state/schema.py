@@ -291,3 +291,36 @@ def m007_claimed_mtime(db: sqlite_utils.Database) -> None:
     """A claimed file's modification time, beside its size: a file that changes after its
     claim (a writer still had it open) is read again, not processed from what was read."""
     db.executescript("ALTER TABLE files ADD COLUMN mtime_ns INTEGER;")
+
+
+@migrations()
+def m008_sftp(db: sqlite_utils.Database) -> None:
+    """SFTP pull and push. A fetch is recorded once its local copy is whole, so a crash
+    before the remote file is removed never downloads it a second time; an upload is
+    recorded so each version of a result file goes to the server once."""
+    db.executescript(
+        """
+        CREATE TABLE sftp_fetches (
+            id INTEGER PRIMARY KEY,
+            remote_path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            local_path TEXT NOT NULL,
+            file_id INTEGER REFERENCES files(id),
+            state TEXT NOT NULL,
+            archived_to TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX sftp_fetches_open ON sftp_fetches(state) WHERE state != 'removed';
+        CREATE TABLE sftp_uploads (
+            name TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            remote_path TEXT NOT NULL,
+            uploaded_at TEXT NOT NULL
+        );
+        """
+    )
