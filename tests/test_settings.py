@@ -66,3 +66,12 @@ def test_unknown_keys_in_the_file_are_errors(tmp_path):
     (tmp_path / "invoice-worker.toml").write_text("setle_seconds = 1\n")
     with pytest.raises(ConfigError, match="setle_seconds"):
         load(env={}, home=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "known_hosts"),
+    [("ftp://erp@host/in", "kh"), ("sftp:///in", "kh"), ("sftp://erp@host/in", None)],
+)
+def test_an_sftp_inbox_needs_a_host_and_the_servers_known_key(tmp_path, url, known_hosts):
+    with pytest.raises(ConfigError, match="sftp"):
+        load(env={}, home=tmp_path, sftp_url=url, sftp_known_hosts=known_hosts)

@@ -79,6 +79,8 @@ def setup(fmt: str = "text", level: str = "INFO") -> None:
     # dramatiq logs every retry with a traceback at WARNING; keep it but not its chatter.
     logging.getLogger("dramatiq").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
+    # asyncssh logs every step of every SFTP connection at INFO.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
 def redact_url(url: str | None) -> str | None:

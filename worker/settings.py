@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -244,7 +245,9 @@ def _checked(settings: Settings) -> Settings:
             # The merchant is promised signed notifications: never send one unsigned.
             raise ConfigError("merchant_webhook_secret: required with merchant_webhook_url")
     if settings.sftp_url:
-        if not settings.sftp_url.lower().startswith("sftp://"):
+        if not settings.sftp_url.lower().startswith("sftp://") or not (
+            urllib.parse.urlsplit(settings.sftp_url).hostname
+        ):
             raise ConfigError("sftp_url: expected sftp://user@host[:port]/path")
         if not settings.sftp_known_hosts:
             # Without the server's key, anyone on the path could serve us invoices.

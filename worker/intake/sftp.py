@@ -60,7 +60,6 @@ class SftpPoller:
         if not settings.sftp_url:
             raise ValueError("SftpPoller needs sftp_url")
         # asyncssh logs each connection step at INFO: our own events say what matters.
-        logging.getLogger("asyncssh").setLevel(logging.WARNING)
         self.settings = settings
         self.store = store
         self.enqueue = enqueue
