@@ -124,25 +124,39 @@ def sniff_encoding(path: Path, fallback: str | None) -> str:
 
 
 def first_bad_line(path: Path, encoding: str) -> tuple[int, str] | None:
-    """The physical line number and reason of the first NUL or undecodable byte, if any."""
+    """The physical line number and reason of the first NUL or undecodable byte, if any.
+
+    Lines are counted only once a bad byte is found: counting every block's newlines
+    cost as much as decoding it, on every good file."""
     decoder = codecs.getincrementaldecoder(encoding)()
-    line = 1
+    offset = 0
     with open(path, "rb") as fh:
         while block := fh.read(BLOCK):
             if b"\x00" in block:
-                line += block[: block.index(b"\x00")].count(b"\n")
-                return line, "binary content (a NUL byte); expected CSV or JSON text"
+                at = offset + block.index(b"\x00")
+                return _line_at(path, at), "binary content (a NUL byte); expected CSV or JSON text"
             try:
-                text = decoder.decode(block)
+                decoder.decode(block)
             except UnicodeDecodeError as exc:
-                line += block[: exc.start].count(b"\n")
-                return line, f"byte 0x{block[exc.start]:02x} is not valid {encoding}"
-            line += text.count("\n")
+                return _line_at(path, offset + exc.start), (
+                    f"byte 0x{block[exc.start]:02x} is not valid {encoding}"
+                )
+            offset += len(block)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            return line, f"the file ends inside a {encoding} character"
+            return _line_at(path, offset), f"the file ends inside a {encoding} character"
     return None
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The line (1-based) holding byte ``offset``; only on the error path."""
+    lines, left = 1, offset
+    with open(path, "rb") as fh:
+        while left > 0 and (block := fh.read(min(BLOCK, left))):
+            lines += block.count(b"\n")
+            left -= len(block)
+    return lines
 
 
 def to_utf8(source: Path, target: Path, encoding: str) -> Path:
