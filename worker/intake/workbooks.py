@@ -28,7 +28,7 @@ import fastexcel
 import polars as pl
 
 from worker.errors import FileRejected
-from worker.intake import sheets
+from worker.intake import bounds, sheets
 
 SUFFIXES = (".xlsx", ".xlsm", ".ods")
 
@@ -57,7 +57,7 @@ def to_csv(source: Path, target: Path, timezone: str) -> Path:
     except (fastexcel.FastExcelError, pl.exceptions.PolarsError, OSError) as exc:
         raise FileRejected(
             "UNREADABLE_FILE",
-            f"not readable as a workbook ({_first_line(exc)}): {sheets.SAVE_AS}",
+            f"not readable as a workbook ({_first_line(exc)}): {bounds.SAVE_AS}",
         ) from None
     if not text.height:
         raise FileRejected("EMPTY_FILE", "the first sheet is empty")
@@ -75,7 +75,7 @@ def _read(
         header_row=None,
         dtypes=dtype,
         use_columns=columns,
-        n_rows=sheets.MAX_ROWS,
+        n_rows=bounds.MAX_ROWS,
     )
     return loaded.to_polars()
 
