@@ -12,6 +12,7 @@ import io
 import zipfile
 
 from helpers import INVOICE_HEADER, invoice_csv, invoice_row
+from sheetfiles import ODS_TRAILER, Raw, ods, ole, part, replace_part, rows_of, xlsx, zip_bomb_sheet
 
 GOOD = invoice_csv([invoice_row(1), invoice_row(2)])
 
@@ -46,6 +47,142 @@ def _duplicate_header() -> bytes:
 def _mixed_eol() -> bytes:
     lines = invoice_csv([invoice_row(i) for i in range(1, 5)]).split("\n")
     return ("\r\n".join(lines[:3]) + "\n" + "\n".join(lines[3:])).encode()
+
+
+# -- workbooks (SPEC 12) ---------------------------------------------------------------
+
+GOOD_SHEET = rows_of(INVOICE_HEADER, [invoice_row(1), invoice_row(2)])
+GOOD_XLSX = xlsx(GOOD_SHEET)
+
+
+def _xlsx_with_formula() -> bytes:
+    rows = [list(r) for r in GOOD_SHEET]
+    rows[2][2] = "=100*100"  # C3: openpyxl writes a string starting with = as a formula
+    return xlsx(rows)
+
+
+def _xlsx_with_error_cell() -> bytes:
+    rows = [list(r) for r in GOOD_SHEET]
+    rows[1][8] = "#N/A"  # I2: openpyxl writes Excel's error codes as error cells
+    return xlsx(rows)
+
+
+def _xlsx_sparse_far_corner() -> bytes:
+    """Two cells: the header's first, and one at XFD1048576 (a 17-billion-cell grid)."""
+    sheet = part(GOOD_XLSX, "xl/worksheets/sheet1.xml")
+    far = b'<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row>'
+    sheet = sheet.replace(b"</sheetData>", far + b"</sheetData>").replace(
+        b'<dimension ref="A1:N3"/>', b'<dimension ref="A1:XFD1048576"/>'
+    )
+    return replace_part(GOOD_XLSX, "xl/worksheets/sheet1.xml", sheet)
+
+
+def _xlsx_macro_sheet_only() -> bytes:
+    """The first (and only) sheet is an Excel 4 macro sheet, the workbook a VBA project."""
+    rels = part(GOOD_XLSX, "xl/_rels/workbook.xml.rels").replace(
+        b"worksheets/sheet1.xml", b"macrosheets/sheet1.xml"
+    )
+    with_rels = replace_part(GOOD_XLSX, "xl/_rels/workbook.xml.rels", rels)
+    sheet = part(GOOD_XLSX, "xl/worksheets/sheet1.xml")
+    moved = replace_part(
+        with_rels, "xl/worksheets/sheet1.xml", None, xl__macrosheets__sheet1_xml=sheet
+    )
+    return replace_part(moved, "xl/vbaProject.bin", None, xl__vbaProject_bin=ole("VBA"))
+
+
+def _xlsx_with_dtd() -> bytes:
+    laughs = (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+    )
+    book = part(GOOD_XLSX, "xl/workbook.xml")
+    return replace_part(GOOD_XLSX, "xl/workbook.xml", laughs + book.split(b"?>", 1)[-1])
+
+
+def _zip_of(**parts: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+_ODS_BOMB = (
+    '<table:table-row table:number-rows-repeated="1000000">'
+    '<table:table-cell table:number-columns-repeated="16000" office:value-type="float" '
+    'office:value="1"><text:p>1</text:p></table:table-cell></table:table-row>'
+)
+_ODS_FORMULA = Raw(
+    '<table:table-cell table:formula="of:=100*100" office:value-type="float" '
+    'office:value="10000"><text:p>10000</text:p></table:table-cell>'
+)
+
+
+def _ods_with_formula() -> bytes:
+    rows = [list(r) for r in GOOD_SHEET]
+    rows[2][2] = _ODS_FORMULA  # C3
+    return ods(rows)
+
+
+def _ods_encrypted() -> bytes:
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0">'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml">'
+        '<manifest:encryption-data manifest:checksum-type="SHA1/1K" manifest:checksum="x"/>'
+        "</manifest:file-entry></manifest:manifest>"
+    )
+    return ods(GOOD_SHEET, manifest=manifest)
+
+
+WORKBOOKS: list[tuple[str, str, bytes, tuple[object, ...]]] = [
+    ("xlsx", "a.xlsx", GOOD_XLSX, ("processed", 2, 0)),
+    ("xlsm", "a.xlsm", GOOD_XLSX, ("processed", 2, 0)),
+    ("ods", "a.ods", ods(GOOD_SHEET), ("processed", 2, 0)),
+    ("xlsx-formula", "a.xlsx", _xlsx_with_formula(), ("rejected", "UNREADABLE_FILE", 3)),
+    ("xlsx-error-cell", "a.xlsx", _xlsx_with_error_cell(), ("rejected", "UNREADABLE_FILE", 2)),
+    ("ods-formula", "a.ods", _ods_with_formula(), ("rejected", "UNREADABLE_FILE", 3)),
+    (
+        "xlsx-encrypted",
+        "a.xlsx",
+        ole("EncryptionInfo", "EncryptedPackage"),
+        ("rejected", "UNREADABLE_FILE", None),
+    ),
+    ("xls-renamed", "a.xlsx", ole("Workbook"), ("rejected", "UNREADABLE_FILE", None)),
+    ("ods-encrypted", "a.ods", _ods_encrypted(), ("rejected", "UNREADABLE_FILE", None)),
+    (
+        "zip-not-workbook",
+        "a.xlsx",
+        _zip_of(**{"readme.txt": b"hello"}),
+        ("rejected", "UNREADABLE_FILE", None),
+    ),
+    (
+        "xlsx-corrupt",
+        "a.xlsx",
+        GOOD_XLSX[: len(GOOD_XLSX) // 2],
+        ("rejected", "UNREADABLE_FILE", None),
+    ),
+    ("xlsx-not-a-zip", "a.xlsx", GOOD.encode(), ("rejected", "UNREADABLE_FILE", None)),
+    ("xlsx-macro-only", "a.xlsm", _xlsx_macro_sheet_only(), ("rejected", "UNREADABLE_FILE", None)),
+    ("xlsx-far-corner", "a.xlsx", _xlsx_sparse_far_corner(), ("rejected", "UNREADABLE_FILE", None)),
+    ("xlsx-zip-bomb", "a.xlsx", zip_bomb_sheet(GOOD_XLSX), ("rejected", "UNREADABLE_FILE", None)),
+    (
+        "ods-repeat-bomb",
+        "a.ods",
+        ods([list(INVOICE_HEADER)], _ODS_BOMB),
+        ("rejected", "UNREADABLE_FILE", None),
+    ),
+    ("xlsx-dtd", "a.xlsx", _xlsx_with_dtd(), ("rejected", "UNREADABLE_FILE", None)),
+    ("xlsx-empty-sheet", "a.xlsx", xlsx([]), ("rejected", "EMPTY_FILE", None)),
+    ("xlsx-header-only", "a.xlsx", xlsx(GOOD_SHEET[:1]), ("rejected", "EMPTY_FILE", 2)),
+    ("ods-header-only", "a.ods", ods(GOOD_SHEET[:1], ODS_TRAILER), ("rejected", "EMPTY_FILE", 2)),
+    (
+        "xlsx-header-in-row-3",
+        "a.xlsx",
+        xlsx([[], [], *GOOD_SHEET]),
+        ("rejected", "UNKNOWN_FILE_KIND", 1),
+    ),
+]
 
 
 CORPUS: list[tuple[str, str, bytes, tuple[object, ...]]] = [
@@ -158,4 +295,5 @@ CORPUS: list[tuple[str, str, bytes, tuple[object, ...]]] = [
     ("name-255-bytes", "n" * 251 + ".csv", GOOD.encode(), ("processed", 2, 0)),
     ("name-leading-dashes", "--rf.csv", GOOD.encode(), ("processed", 2, 0)),
     ("formula-name", "=cmd|' -C calc'!A0.csv", GOOD.encode(), ("processed", 2, 0)),
+    *WORKBOOKS,
 ]

@@ -49,7 +49,8 @@ def main(ctx: click.Context, home: Path | None, log_format: str | None, log_leve
       invoice-worker run                 # watch ./inbox until Ctrl-C
       invoice-worker run --once          # process what is there, then exit
       invoice-worker template invoices > inbox/.march.csv.tmp
-      invoice-worker validate march.csv  # check a file without processing it
+      invoice-worker template invoices --format xlsx --output march.xlsx
+      invoice-worker validate march.csv  # check a file (CSV or workbook) without processing it
     """
     try:
         settings = settings_module.load(home=home, log_format=log_format)
@@ -127,14 +128,44 @@ def _kind_names() -> list[str]:
 
 @main.command()
 @click.argument("kind", type=click.Choice(_kind_names()))
-def template(kind: str) -> None:
-    """Print the CSV template of KIND: the header and an example row."""
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "xlsx"]),
+    default="csv",
+    show_default=True,
+    help="csv: printed, or written to --output. xlsx: a workbook, written to --output.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write (needed with --format xlsx).",
+)
+@pass_settings
+def template(settings: Settings, kind: str, fmt: str, output: Path | None) -> None:
+    """The template of KIND: its header and an example row.
+
+    \b
+    Examples:
+      invoice-worker template invoices > inbox/.march.csv.tmp
+      invoice-worker template invoices --format xlsx --output march.xlsx
+    """
     from worker.kinds import KINDS
 
     file_kind = KINDS.get(kind)
     assert file_kind is not None  # click checked the choice
     expiry = datetime.now(UTC) + timedelta(days=30)
-    click.echo(file_kind.csv_template(expiry), nl=False)
+    if fmt == "xlsx":
+        from worker.kinds import templates
+
+        if output is None:
+            raise click.UsageError("--format xlsx writes a workbook: name it with --output FILE")
+        templates.write_xlsx(file_kind, expiry, settings, output)
+        click.echo(f"Wrote {output}", err=True)
+    elif output is not None:
+        output.write_text(file_kind.csv_template(expiry), encoding="utf-8")
+    else:
+        click.echo(file_kind.csv_template(expiry), nl=False)
 
 
 @main.command()

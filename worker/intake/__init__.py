@@ -6,4 +6,6 @@
 - ``claim``: the atomic rename out of the inbox, the row, and the final moves.
 - ``readers``: bytes to polars (encodings, delimiters, headers), each kind told by its
   header signature.
+- ``workbooks``: a workbook's first sheet as a CSV for ``readers``; ``sheets`` and
+  ``opendocument`` check its package first, within ``bounds``.
 """

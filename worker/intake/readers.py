@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from worker.errors import FileRejected
+from worker.intake import workbooks
 
 #: Bytes polars' streaming CSV reader parses at a time. Its default reads far ahead of
 #: the chunks we take: 1 MiB halves the reader's memory (about 525 to 250 MB on a
@@ -37,7 +38,7 @@ BOMS = (
 
 #: Binary formats ERPs export by mistake, told apart for a clearer message.
 MAGIC = (
-    (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one: save it as CSV)"),
+    (b"PK\x03\x04", "a zip archive (a workbook? name it .xlsx, .xlsm or .ods)"),
     (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or Office file: save it as CSV"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"%PDF", "a PDF document"),
@@ -260,9 +261,22 @@ def detect_kind(columns: list[str], kinds: Sequence[Signature]) -> Signature:
 
 
 def open_table(
-    path: Path, work: Path, kinds: Sequence[Signature], fallback_encoding: str | None = None
+    path: Path,
+    work: Path,
+    kinds: Sequence[Signature],
+    fallback_encoding: str | None = None,
+    *,
+    timezone: str = "UTC",
 ) -> Table:
-    """Check a CSV file's text and header; returns a :class:`Table` ready to scan."""
+    """Check a CSV file's text and header; returns a :class:`Table` ready to scan.
+
+    A workbook (by its name's suffix: ``.xlsx``, ``.xlsm``, ``.ods``) is first written out
+    as a UTF-8 CSV under ``work``, its date-time cells taken in ``timezone``; from there it
+    is read as any CSV is."""
+    sheet = workbooks.is_workbook(path)
+    if sheet:
+        path = workbooks.to_csv(path, work / "source.sheet.csv", timezone)
+        fallback_encoding = None
     encoding = sniff_encoding(path, fallback_encoding)
     if encoding == "utf-8" and fallback_encoding and first_bad_line(path, "utf-8"):
         encoding = fallback_encoding
@@ -271,7 +285,7 @@ def open_table(
         path = to_utf8(path, work / "source.utf8.csv", encoding)
         encoding = "utf-8"
     text = head_text(path, "utf-8")
-    if is_json(text):
+    if is_json(text) and not sheet:
         reads_json = [s.kind for s in kinds if s.json]
         if not reads_json:
             raise FileRejected("UNKNOWN_FILE_KIND", "no file kind is read from JSON", line=1)

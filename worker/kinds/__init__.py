@@ -32,7 +32,9 @@ KINDS = Kinds(
 
 def check(settings: Settings, path: Path, work: Path) -> Report:
     """``invoice-worker validate``: the file's kind checks every row, nothing written."""
-    table = readers.open_table(path, work, KINDS.signatures, settings.encoding)
+    table = readers.open_table(
+        path, work, KINDS.signatures, settings.encoding, timezone=settings.spreadsheet_timezone
+    )
     kind = KINDS.get(table.kind)
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
