@@ -229,3 +229,17 @@ def _settings(home):
     from worker.settings import load
 
     return load(env={}, home=home)
+
+
+def test_a_dropped_workbook_takes_its_date_cells_in_spreadsheet_timezone(
+    make_pipeline, settings, store
+):
+    # Given a pipeline whose spreadsheets come from Kolkata, and an expiry typed as a date
+    h = make_pipeline(settings.with_(spreadsheet_timezone="Asia/Kolkata"))
+    row = invoice_row(1, request_expiry_date=datetime(2031, 1, 15, 10, 0))
+    h.drop("dated.xlsx", xlsx(rows_of(INVOICE_HEADER, [row])))
+    [file] = h.wait_final()
+    # Then the invoice expires at that wall time in that zone (+05:30)
+    assert file.state == "processed" and file.created == 1
+    stored = store.one("SELECT expires_at FROM invoices")["expires_at"]
+    assert datetime.fromisoformat(stored) == datetime.fromisoformat("2031-01-15T10:00:00+05:30")

@@ -151,7 +151,13 @@ def _unchanged_since_claim(rt: Runtime, file: File, renew: Callable[[], None]) -
 def open_file(rt: Runtime, file: File) -> tuple[FileKind, readers.Table, File]:
     """The file's table and kind, its kind recorded; the file's row read again."""
     path = Path(file.claimed_path)
-    table = readers.open_table(path, rt.work(file), rt.kinds.signatures, rt.settings.encoding)
+    table = readers.open_table(
+        path,
+        rt.work(file),
+        rt.kinds.signatures,
+        rt.settings.encoding,
+        timezone=rt.settings.spreadsheet_timezone,
+    )
     kind = rt.kinds.get(table.kind)
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
