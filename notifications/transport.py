@@ -7,10 +7,13 @@ down, 4xx) and :class:`PermanentDeliveryError` for what never will (5xx).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import smtplib
 import ssl
+import sys
 import time
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from notifications.errors import DeliveryError, PermanentDeliveryError, RecipientDeferred
+from notifications.mime import Wire
 
 TIMEOUT = 30
 #: A connection idle longer than this is checked with NOOP before it is reused;
@@ -27,8 +31,9 @@ IDLE_CHECK_SECONDS = 5.0
 SERVICE_CLOSING = 421
 
 
-#: A message, or its bytes as the outbox recorded them (sent as they are).
-Mail = EmailMessage | bytes
+#: A message, its bytes as the outbox recorded them (sent as they are), or a
+#: customer email built for throughput (``notifications.mime``).
+Mail = EmailMessage | bytes | Wire
 
 
 class Transport(Protocol):
@@ -37,39 +42,118 @@ class Transport(Protocol):
     #: True where sending a key again replaces the first copy (a file), so a repeat
     #: after a crash costs nothing; False where it would reach the inbox twice.
     repeat_replaces: bool
+    #: Whether ``mail_rate`` applies: a server throttles a client that sends too fast;
+    #: a folder takes files as fast as the disk writes them.
+    paced: bool
 
-    def send(self, key: str, msg: Mail) -> None: ...
+    def send(self, key: str, msg: Mail) -> None:
+        """Send one message; it is delivered (or on disk for good) when this returns."""
+
+    def write(self, key: str, msg: Mail) -> None:
+        """Send one message; it is delivered for good once :meth:`flush` returns."""
+
+    def flush(self) -> None:
+        """Make every message written so far delivered for good."""
 
     def close(self) -> None: ...
 
 
+def _data(msg: Mail) -> bytes:
+    # Recorded bytes go out as they are: parsing and regenerating them cost more
+    # than rendering the email did.
+    if isinstance(msg, Wire):
+        return msg.data
+    return msg if isinstance(msg, bytes) else msg.as_bytes()
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2): one call makes every file written on a filesystem durable."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int]
+    call.restype = ctypes.c_int
+    return call
+
+
+_SYNCFS = _syncfs()
+
+
 class EmlFolder:
-    """Writes each message as ``<key>.eml``, atomically, readable by the owner only."""
+    """Writes each message as ``<key>.eml``, atomically, readable by the owner only.
+
+    :meth:`send` makes each file durable before it returns (an fsync). :meth:`write`
+    leaves that to :meth:`flush`, once for a whole batch: an fsync a file held the
+    disk for 2 ms here, and capped a sender at about 500 files a second.
+    """
 
     repeat_replaces = True
+    paced = False
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self._written: list[str] = []
+        self._made = False
 
     def send(self, key: str, msg: Mail) -> None:
-        # Recorded bytes go out as they are: parsing and regenerating them cost more
-        # than rendering the email did.
-        data = msg if isinstance(msg, bytes) else msg.as_bytes()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self.folder / f"{key}.eml"
-        tmp = self.folder / f".{key}.eml.tmp"
+        self._write(key, msg, sync=True)
+
+    def write(self, key: str, msg: Mail) -> None:
+        self._written.append(self._write(key, msg, sync=False))
+
+    def _write(self, key: str, msg: Mail, *, sync: bool) -> str:
+        data = _data(msg)
+        if not self._made:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        target = f"{self.folder}/{key}.eml"
+        tmp = f"{self.folder}/.{key}.eml.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(target)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
         except OSError as exc:
             raise DeliveryError(f"cannot write {target}: {exc}") from exc
+        return target
+
+    def flush(self) -> None:
+        """The files written, and their names in the folder, durable (one syncfs, where
+        there is one; else an fsync of each file and of the folder)."""
+        if not self._written:
+            return
+        written, self._written = self._written, []
+        try:
+            folder = os.open(self.folder, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _SYNCFS is None or _SYNCFS(folder) != 0:
+                    for path in written:
+                        _fsync(path)
+                    os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            raise DeliveryError(f"cannot sync {self.folder}: {exc}") from exc
 
     def close(self) -> None:
         pass
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Smtp:
@@ -77,6 +161,7 @@ class Smtp:
     or ``smtps://`` (TLS from the start). Keeps one connection open across sends."""
 
     repeat_replaces = False
+    paced = True
 
     def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
@@ -129,7 +214,13 @@ class Smtp:
             # send_message takes the envelope from the headers, as for a built message.
             msg = message_from_bytes(msg, policy=policy.default)
         try:
-            refused = self._connect().send_message(msg)
+            if isinstance(msg, Wire):
+                # What send_message sends for the same message: CRLF line ends, the
+                # envelope from From and To (plain ASCII addresses: no SMTPUTF8).
+                data = msg.data.replace(b"\n", b"\r\n")
+                refused = self._connect().sendmail(msg.sender, list(msg.recipients), data)
+            else:
+                refused = self._connect().send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = {code for code, _ in exc.recipients.values()}
             error = "; ".join(_reply(code, text) for code, text in exc.recipients.values())
@@ -158,6 +249,12 @@ class Smtp:
             raise PermanentDeliveryError(
                 "; ".join(f"{rcpt}: {_reply(*reply)}" for rcpt, reply in refused.items())
             )
+
+    def write(self, key: str, msg: Mail) -> None:
+        self.send(key, msg)
+
+    def flush(self) -> None:
+        """Nothing to do: a message the server accepted is its to deliver."""
 
     def close(self) -> None:
         if self._conn is not None:
