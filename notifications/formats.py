@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from datetime import date as date_type
 from decimal import Decimal
 from functools import cache, lru_cache
 
@@ -24,6 +25,8 @@ FALLBACK_LOCALE = "en"
 _LETTER_THEN_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)")
 _DIGIT_THEN_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])")
 NBSP = "\u00a0"
+#: CLDR date-time pattern letters for seconds, fractions and time zones.
+_FINE_OR_ZONED = re.compile(r"[sSAzZOvVxX]")
 
 
 @cache
@@ -43,6 +46,12 @@ def exponent(currency: str) -> int:
 
 def money(minor_units: int, currency: str, language: str | None = "en") -> str:
     """``2000 RWF`` -> ``RWF 2,000``; ``1000 USD`` -> ``$10.00``; ``fr``: ``10,00 $US``."""
+    return _money(int(minor_units), currency, language)
+
+
+@lru_cache(maxsize=8192)
+def _money(minor_units: int, currency: str, language: str | None) -> str:
+    # A customer email formats one amount; files repeat amounts (a plan's price).
     value = Decimal(int(minor_units)).scaleb(-exponent(currency))
     text = format_currency(value, currency, locale=locale(language), currency_digits=True)
     text = _LETTER_THEN_DIGIT.sub(NBSP, text)
@@ -62,12 +71,39 @@ def when(iso: str, language: str | None = "en") -> str:
     an explicit "UTC" is the one reading that cannot mislead.
     """
     moment = parse_instant(iso)
-    loc = locale(language)
-    date = format_date(moment, "long", locale=loc)
-    time = format_time(moment, "short", tzinfo=UTC, locale=loc)
-    # The locale's own glue between date and time ("{1}, {0}"), quotes dropped.
-    glue = str(loc.datetime_formats["long"]).replace("'", "")
-    return glue.format(f"{time} UTC", date)
+    # Each part is made once: the date's words from the date alone, the time's from its
+    # hour and minute (a short time has no seconds), so instants that all differ still
+    # share them. babel took a quarter of a customer email's time for these.
+    date = _date(moment.year, moment.month, moment.day, language)
+    if _short_time_has_minutes_at_most(language):
+        time = _time(moment.hour, moment.minute, language)
+    else:
+        time = format_time(moment, "short", tzinfo=UTC, locale=locale(language))
+    return _glue(language).format(f"{time} UTC", date)
+
+
+@lru_cache(maxsize=4096)
+def _date(year: int, month: int, day: int, language: str | None) -> str:
+    return str(format_date(date_type(year, month, day), "long", locale=locale(language)))
+
+
+@lru_cache(maxsize=8192)
+def _time(hour: int, minute: int, language: str | None) -> str:
+    moment = datetime(2000, 1, 1, hour, minute, tzinfo=UTC)
+    return str(format_time(moment, "short", tzinfo=UTC, locale=locale(language)))
+
+
+@cache
+def _short_time_has_minutes_at_most(language: str | None) -> bool:
+    """Whether the locale's short time shows nothing finer than minutes, nor a zone."""
+    pattern = str(locale(language).time_formats["short"].pattern)
+    return not _FINE_OR_ZONED.search(re.sub(r"'[^']*'", "", pattern))
+
+
+@cache
+def _glue(language: str | None) -> str:
+    """The locale's own glue between date and time ("{1}, {0}"), quotes dropped."""
+    return str(locale(language).datetime_formats["long"]).replace("'", "")
 
 
 def count(number: int, language: str | None = "en") -> str:

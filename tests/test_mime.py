@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import UTC, datetime
 from email import message_from_bytes, policy, quoprimime
 from email.contentmanager import _encode_text  # the reference: what set_content does
 from email.message import EmailMessage
 
 import pytest
+from babel.dates import format_date, format_time
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from test_email_safety import INJECTIONS, SCRIPT, SINGLE_HEADERS
 
-from notifications import customers, mime
+from notifications import customers, formats, mime
 from notifications.customers import Invoice, Merchant, invoice_email, invoice_wire
 from notifications.message import POLICY
 
@@ -230,3 +232,18 @@ def test_a_boundary_that_a_body_contains_is_never_used():
     chosen = mime.boundary(f"text\n--{first}--\n")
     # Then it is another one
     assert chosen != first and chosen.startswith("=" * 15)
+
+
+@EXAMPLES
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+    ),
+    language=st.sampled_from(["en", "fr", "rw", "ar", "de", None]),
+)
+def test_an_expiry_reads_as_babel_writes_it(moment, language):
+    loc = formats.locale(language)
+    glue = str(loc.datetime_formats["long"]).replace("'", "")
+    time = format_time(moment, "short", tzinfo=UTC, locale=loc)
+    expected = glue.format(f"{time} UTC", format_date(moment, "long", locale=loc))
+    assert formats.when(moment.isoformat(), language) == expected
