@@ -129,7 +129,7 @@ def encode_text(text: str) -> tuple[str, str]:
     quoted-printable and base64 on the first ten lines. An 8bit body is returned decoded."""
     lines = text.encode("utf-8").splitlines()
     body = b"\n".join(lines) + b"\n"
-    if max((len(x) for x in lines), default=0) <= MAX_LINE:
+    if max(map(len, lines), default=0) <= MAX_LINE:
         return ("7bit", body.decode("ascii")) if body.isascii() else ("8bit", body.decode())
     sniff = b"\n".join(lines[:10]) + b"\n"
     sniff_qp = qp_body(sniff.decode("latin-1"))

@@ -64,23 +64,22 @@ class Pieces:
 
     def __init__(self, name: str, **context: Any) -> None:
         text, html = render(name, **context)
-        self._text = _split(text)
-        self._html = _split(html)
+        self._text = _template(text)
+        self._html = _template(html)
 
     def fill(self, values: list[str]) -> tuple[str, str]:
-        escaped = [str(escape(v)) for v in values]
-        return _join(self._text, escaped), _join(self._html, escaped)
+        escaped = [str(escape(v)) if _SPECIAL.search(v) else v for v in values]
+        return self._text.format(*escaped), self._html.format(*escaped)
 
 
-def _split(output: str) -> tuple[list[str], list[int]]:
+#: What autoescape changes; a value with none of these is escaped as it is.
+_SPECIAL = re.compile("[&<>\"']")
+
+
+def _template(output: str) -> str:
+    """The rendered text as a ``str.format`` template: its braces doubled, each hole
+    a field ``{index}``."""
     parts = _HOLES.split(output)
-    return parts[0::2], [int(i) for i in parts[1::2]]
-
-
-def _join(pieces: tuple[list[str], list[int]], values: list[str]) -> str:
-    fixed, holes = pieces
-    out = [fixed[0]]
-    for index, after in zip(holes, fixed[1:], strict=True):
-        out.append(values[index])
-        out.append(after)
-    return "".join(out)
+    fixed = [p.replace("{", "{{").replace("}", "}}") for p in parts[0::2]]
+    fields = [f"{{{int(i)}}}" for i in parts[1::2]]
+    return "".join(piece for pair in zip(fixed, [*fields, ""], strict=True) for piece in pair)
