@@ -117,10 +117,12 @@ def _qp_run(match: re.Match[str]) -> str:
 
 
 def _base64(data: bytes) -> str:
+    """``email``'s base64 body: lines of 76 characters (57 bytes, a whole number of
+    3-byte groups, so one encoding cut into lines is the same as line by line)."""
     step = MAX_LINE // 4 * 3
-    return "".join(
-        binascii.b2a_base64(data[i : i + step]).decode("ascii") for i in range(0, len(data), step)
-    )
+    width = step // 3 * 4
+    text = binascii.b2a_base64(data, newline=False).decode("ascii")
+    return "".join([text[i : i + width] + "\n" for i in range(0, len(text), width)])
 
 
 def encode_text(text: str) -> tuple[str, str]:

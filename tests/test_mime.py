@@ -247,3 +247,16 @@ def test_an_expiry_reads_as_babel_writes_it(moment, language):
     time = format_time(moment, "short", tzinfo=UTC, locale=loc)
     expected = glue.format(f"{time} UTC", format_date(moment, "long", locale=loc))
     assert formats.when(moment.isoformat(), language) == expected
+
+
+@EXAMPLES
+@given(
+    units=st.one_of(st.integers(0, 9_999_999_999), st.integers(1, 999)),
+    currency=st.sampled_from(["USD", "RWF", "JOD", "EUR", "KES", "JPY", "BHD", "XYZ"]),
+    language=st.sampled_from(["en", "fr", "rw", "ar", "de", None]),
+)
+def test_an_amount_reads_as_babel_writes_it(units, currency, language):
+    for _ in range(2):  # the first of a shape is babel's own; the next fills its template
+        assert formats.money(units, currency, language) == formats._babel_money(
+            units, currency, language
+        )
