@@ -34,6 +34,8 @@ _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
 #: that one is replaced on its own, in C, before the rare rest are looked up.
 _QP_UNSAFE = re.compile(r"[^\t\n\r\x20-\x7e]+")
 _QP_MAP = [f"={c:02X}" for c in range(256)]
+#: The bytes quoted-printable writes as they are (or as a line break).
+_QP_SAFE_BYTES = bytes([*range(0x20, 0x3D), *range(0x3E, 0x7F), 0x09, 0x0A, 0x0D])
 #: The line ends ``str.splitlines`` finds in a body once quoted-printable has escaped
 #: every other control character.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -134,8 +136,14 @@ def encode_text(text: str) -> tuple[str, str]:
     if max(map(len, lines), default=0) <= MAX_LINE:
         return ("7bit", body.decode("ascii")) if body.isascii() else ("8bit", body.decode())
     sniff = b"\n".join(lines[:10]) + b"\n"
+    b64_length = len(binascii.b2a_base64(sniff))
+    # Every byte quoted-printable escapes takes three characters, and soft line breaks
+    # only add: when that much is already longer, base64 wins without encoding it
+    # (text in Arabic script, nearly every byte escaped).
+    if len(sniff) + 2 * len(sniff.translate(None, _QP_SAFE_BYTES)) > b64_length:
+        return "base64", _base64(body)
     sniff_qp = qp_body(sniff.decode("latin-1"))
-    if len(sniff_qp) > len(binascii.b2a_base64(sniff)):
+    if len(sniff_qp) > b64_length:
         return "base64", _base64(body)
     if len(lines) <= 10:
         return "quoted-printable", sniff_qp
