@@ -166,3 +166,18 @@ def test_a_lane_taken_from_a_dead_sender_is_sent_and_the_others_are_left_alone(
     sent = {int(r.rcpt_tos[0][1:].split("@")[0]) for r in smtp.received}
     assert {n % mail.LANES for n in sent} == {3}
     assert states(store) == {"sending": 60, "sent": 4}
+
+
+def test_files_that_cannot_be_written_are_not_recorded_sent_and_hold_the_queue(settings, store):
+    # Given due emails, and in place of the mail folder a plain file
+    queue_invoices(store, 50)
+    settings.mail.rmdir()
+    settings.mail.write_text("not a folder")
+    # When a sender runs
+    run = invoice_mail.deliver(store, EmlFolder(settings.mail), settings)
+    # Then none is recorded sent: all wait, not before the backoff
+    assert run is not None and run.sent == 0 and run.deferred > 0
+    rows = store.all("SELECT email_state, email_next_at, email_error FROM invoices")
+    assert {r["email_state"] for r in rows} == {"pending"}
+    assert all(r["email_next_at"] > time.time() for r in rows)
+    assert not invoice_mail.due(store)

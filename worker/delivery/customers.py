@@ -160,25 +160,29 @@ class _Sender:
             if hold or not held:
                 break
         if outcomes:
-            held = self._record(lane, outcomes) and held
+            recorded, synced = self._record(lane, outcomes)
+            held, hold = held and recorded, hold or synced
         return held, hold
 
-    def _record(self, lane: int, outcomes: list[mail.Outcome]) -> bool:
-        """A batch of files: durable first, then recorded in one transaction."""
+    def _record(self, lane: int, outcomes: list[mail.Outcome]) -> tuple[bool, float | None]:
+        """A batch of files: durable first, then recorded in one transaction. Returns
+        (lane still held, hold-the-queue-until when the files could not be written)."""
+        hold = None
         try:
             self.transport.flush()
         except DeliveryError as exc:
-            # None of the batch is known to be on disk: all of it is tried again.
-            retry_at = time.time() + backoff(1, MAX_BACKOFF)
-            _log_deferred(outcomes[0][0], exc, retry_at)
+            # None of the batch is known to be on disk: all of it is tried again, after
+            # the backoff, and the queue waits as for a server that is down.
+            hold = time.time() + backoff(1, MAX_BACKOFF)
+            _log_deferred(outcomes[0][0], exc, hold)
             sent = sum(1 for o in outcomes if o[1] == "sent")
             self.run.sent -= sent
             self.run.deferred += sent
             outcomes = [
-                (n, "pending", str(exc), retry_at) if state == "sent" else (n, state, e, at)
+                (n, "pending", str(exc), hold) if state == "sent" else (n, state, e, at)
                 for n, state, e, at in outcomes
             ]
-        return mail.mark(self.store, lane, self.owner, outcomes)
+        return mail.mark(self.store, lane, self.owner, outcomes), hold
 
 
 def _log_deferred(number: int, exc: Exception, retry_at: float) -> None:
