@@ -298,7 +298,7 @@ def test_a_worker_killed_while_sending_resends_nothing_it_recorded_as_sent(tmp_p
 def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store, smtp):
     # Given invoices whose emails a sender had claimed when its process died
     from worker.delivery import customers as invoice_mail
-    from worker.state import leases
+    from worker.state import leases, mail
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
@@ -316,9 +316,12 @@ def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store,
             " 'sending', 1, 'now', 'now')",
             [(n, n, f"c{n}@example.com", f"t{n}") for n in range(1, 4)],
         )
-        conn.execute(
+        conn.executemany(
             "INSERT INTO leases VALUES (?, ?, ?)",
-            (invoice_mail.LEASE, f"{leases.HOST}:{dead}:gone", time.time() + 600),
+            [
+                (mail.lane_lease(n % mail.LANES), f"{leases.HOST}:{dead}:gone", time.time() + 600)
+                for n in range(1, 4)
+            ],
         )
     # When the reconciler looks, and a sender runs
     assert invoice_mail.due(store)
@@ -333,11 +336,14 @@ def test_emails_a_dead_sender_left_claimed_are_sent_by_the_next(settings, store,
     assert not invoice_mail.due(store)
 
 
-def test_a_live_sender_holding_the_lease_makes_a_second_stand_back(settings, store, smtp):
+def test_a_live_paced_sender_makes_a_second_stand_back(settings, store, smtp):
     from notifications.transport import Smtp
     from worker.delivery import customers as invoice_mail
+    from worker.state import mail
 
-    assert invoice_mail.take_lease(store, "this-host:1:first")
+    # Given a paced sender (mail_rate > 0) running in another process
+    assert mail.take_pacer(store, "this-host:1:first")
+    # Then a second paced one stands back, so the rate stays the whole system's
     assert invoice_mail.deliver(store, Smtp(smtp.url), settings) is None
-    invoice_mail.release_lease(store, "this-host:1:first")
+    mail.release_pacer(store, "this-host:1:first")
     assert invoice_mail.deliver(store, Smtp(smtp.url), settings) is not None

@@ -168,18 +168,34 @@ def deliver_webhooks() -> None:
             return
 
 
+#: How many times a message asking for one more sender may be passed on in search of
+#: a process that has none running (a worker process takes the message about as often
+#: as any other, busy or not).
+SENDER_HOPS = 4
+
+
 @dramatiq.actor(
     queue_name="customer-mail", max_retries=0, time_limit=HOUR_MS, priority=MAIL_PRIORITY
 )
-def deliver_invoice_mail() -> None:
-    """Send the customers' invoice emails that are due, paced; one sender at a time."""
+def deliver_invoice_mail(hops: int = SENDER_HOPS) -> None:
+    """Send the customers' invoice emails that are due, one sender per process, as many
+    processes as there is work for (paced over SMTP: one sender in all)."""
     rt = runtime()
     transport = from_url(rt.settings.smtp_url, rt.settings.mail)
+
+    def ask_for_another() -> None:
+        if invoice_mail.worth_another(rt.store):
+            deliver_invoice_mail.send(SENDER_HOPS)
+
     try:
-        run = invoice_mail.deliver(rt.store, transport, rt.settings)
+        run = invoice_mail.deliver(rt.store, transport, rt.settings, on_start=ask_for_another)
     finally:
         transport.close()
     if run is None:
+        paced = transport.paced and rt.settings.mail_rate > 0
+        if hops > 0 and not paced and invoice_mail.worth_another(rt.store):
+            # This process already sends: pass the request on, for an idle one.
+            deliver_invoice_mail.send(hops - 1)
         return
     if run.reports:
         rt.kick_mail()

@@ -1,68 +1,82 @@
-"""The customer-mail queue: the ``invoices`` rows' ``email_*`` columns, and its sender lease.
+"""The customer-mail queue: the ``invoices`` rows' ``email_*`` columns, and its leases.
 
 Each invoice row is its own outbox entry: ``email_state`` goes pending ->
-sending (claimed) -> sent or failed. Only the holder of the ``customer-mail``
-lease claims, and it renews the lease in the transaction of every claim and
-every mark, so a sender that lost the lease stops at its next step; whoever
-takes the lease next puts back what a dead holder left in 'sending'.
+sending (claimed) -> sent or failed. The rows are split into ``LANES`` lanes by
+invoice number, and a lane is sent by the holder of its lease only
+(``customer-mail:<lane>``), so several senders share the queue and never send
+one email twice. A sender claims a batch of its lane's due rows in the
+transaction that takes the lane, and renews the lane's lease with every mark;
+whoever takes a lane puts back what its earlier holder left in 'sending' (dead,
+or gone without marking them). Paced sending is one sender at a time, the
+holder of the ``customer-mail`` lease, so ``mail_rate`` is the whole system's.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from worker.state import leases
 from worker.state.files import now_iso
 from worker.state.store import Connection, Row, Store
 
+#: The paced sender's lease: one at a time, system-wide.
 LEASE = "customer-mail"
-#: Longer than one SMTP exchange may take (transport TIMEOUT): the holder renews
-#: it after every message, so only a dead or stuck holder lets it lapse.
+#: Lanes of the queue (``invoice_number % LANES``). A sender takes one lane for one
+#: batch, then the next free one: enough lanes that senders seldom meet, and that the
+#: last lanes to drain leave little for one sender alone.
+LANES = 16
+#: Longer than one SMTP exchange may take (transport TIMEOUT), and than writing a
+#: batch of ``.eml`` files: only a dead or stuck holder lets it lapse.
 LEASE_SECONDS = 120.0
 
 COLUMNS = (
     "invoice_number, file_id, customer_email, customer_name, language, amount, currency,"
     " expires_at, order_description, payment_link_url, email_attempts, email_first_at"
 )
+#: One outcome of a claimed row: (invoice number, state, error, next attempt at).
+Outcome = tuple[int, str, str | None, float]
 
 
-def _put_back(conn: Connection, not_before: float | None) -> None:
-    """Claimed but not attempted: back to pending, the claim's attempt undone."""
+def lane_lease(lane: int) -> str:
+    return f"{LEASE}:{lane}"
+
+
+def _put_back(conn: Connection, lane: int, not_before: float | None) -> None:
+    """The lane's claimed rows not attempted: back to pending, the claim's attempt undone.
+    Only the lane's holder claims its rows, so none of them is in flight elsewhere."""
     conn.execute(
         "UPDATE invoices SET email_state = 'pending', email_attempts = email_attempts - 1,"
-        " email_next_at = max(email_next_at, ?) WHERE email_state = 'sending'",
-        (not_before or 0,),
+        " email_next_at = max(email_next_at, ?) WHERE email_state = 'sending'"
+        " AND invoice_number % ? = ?",
+        (not_before or 0, LANES, lane),
     )
 
 
-def take_sender(store: Store, owner: str) -> bool:
-    """Become the one sender; False while another live sender is."""
+def take_pacer(store: Store, owner: str) -> bool:
+    """Become the one paced sender; False while another live one is."""
     with store.atomic() as conn:
-        if not leases.take_named(conn, LEASE, owner, LEASE_SECONDS):
-            return False
-        # Only a lease holder claims; the one before us is gone, so are its claims.
-        _put_back(conn, None)
-    return True
+        return leases.take_named(conn, LEASE, owner, LEASE_SECONDS)
 
 
-def release_sender(store: Store, owner: str, not_before: float | None = None) -> None:
-    """Stop being the sender; what is still claimed is due again, not before ``not_before``."""
+def release_pacer(store: Store, owner: str) -> None:
     with store.atomic() as conn:
-        if leases.release_named(conn, LEASE, owner):
-            _put_back(conn, not_before)
+        leases.release_named(conn, LEASE, owner)
 
 
-def claim(store: Store, owner: str, limit: int) -> list[Row]:
-    """Claim up to ``limit`` due emails, the earliest due first; none once the lease is lost.
-    ``email_attempts`` is read as it was before this claim."""
+def claim(store: Store, lane: int, owner: str, limit: int) -> list[Row] | None:
+    """Take ``lane`` and claim up to ``limit`` of its due emails, earliest due first;
+    None while another live sender holds the lane. ``email_attempts`` is read as it
+    was before this claim. The caller releases the lane (:func:`release`)."""
     now = time.time()
     with store.atomic() as conn:
-        if not leases.renew_named(conn, LEASE, owner, LEASE_SECONDS):
-            return []
+        if not leases.take_named(conn, lane_lease(lane), owner, LEASE_SECONDS):
+            return None
+        _put_back(conn, lane, None)
         rows = conn.execute(
             f"SELECT {COLUMNS} FROM invoices WHERE email_state = 'pending'"
-            " AND email_next_at <= ? ORDER BY email_next_at LIMIT ?",
-            (now, limit),
+            " AND email_next_at <= ? AND invoice_number % ? = ? ORDER BY email_next_at LIMIT ?",
+            (now, LANES, lane, limit),
         ).fetchall()
         conn.executemany(
             "UPDATE invoices SET email_state = 'sending', email_attempts = email_attempts + 1,"
@@ -72,19 +86,25 @@ def claim(store: Store, owner: str, limit: int) -> list[Row]:
     return list(rows)
 
 
-def mark(
-    store: Store, owner: str, number: int, state: str, error: str | None, next_at: float = 0
-) -> bool:
-    """Record one outcome and renew the lease together; False when the lease was lost."""
+def release(store: Store, lane: int, owner: str, not_before: float | None = None) -> None:
+    """Let go of ``lane``; what is still claimed in it is due again, not before
+    ``not_before``."""
+    with store.atomic() as conn:
+        if leases.release_named(conn, lane_lease(lane), owner):
+            _put_back(conn, lane, not_before)
+
+
+def mark(store: Store, lane: int, owner: str, outcomes: Iterable[Outcome]) -> bool:
+    """Record outcomes and renew the lane's lease together; False when it was lost."""
     stamp = now_iso()
     with store.atomic() as conn:
-        conn.execute(
+        conn.executemany(
             "UPDATE invoices SET email_state = ?, email_error = ?, email_next_at = ?,"
             " email_sent_at = CASE WHEN ? = 'sent' THEN ? END, updated_at = ?"
             " WHERE invoice_number = ?",
-            (state, error, next_at, state, stamp, stamp, number),
+            [(state, error, at, state, stamp, stamp, n) for n, state, error, at in outcomes],
         )
-        return leases.renew_named(conn, LEASE, owner, LEASE_SECONDS)
+        return leases.renew_named(conn, lane_lease(lane), owner, LEASE_SECONDS)
 
 
 def hold_queue(store: Store, until: float) -> None:
@@ -98,15 +118,29 @@ def hold_queue(store: Store, until: float) -> None:
 
 
 def due(store: Store) -> bool:
-    """Whether a sender should run: emails are due, or a dead sender left some claimed."""
+    """Whether a sender should run: emails are due, or a sender gone left some claimed."""
     if store.one(
         "SELECT 1 FROM invoices WHERE email_state = 'pending' AND email_next_at <= ? LIMIT 1",
         (time.time(),),
     ):
         return True
-    if not store.one("SELECT 1 FROM invoices WHERE email_state = 'sending' LIMIT 1"):
-        return False
-    return leases.named_is_free(store, LEASE)
+    lanes = store.all(
+        "SELECT DISTINCT invoice_number % ? AS lane FROM invoices WHERE email_state = 'sending'",
+        (LANES,),
+    )
+    return any(leases.named_is_free(store, lane_lease(int(r["lane"]))) for r in lanes)
+
+
+def due_more_than(store: Store, count: int) -> bool:
+    """Whether more than ``count`` emails are due now (another sender would help)."""
+    return bool(
+        store.value(
+            "SELECT count(*) FROM (SELECT 1 FROM invoices WHERE email_state = 'pending'"
+            " AND email_next_at <= ? LIMIT ?)",
+            (time.time(), count + 1),
+        )
+        > count
+    )
 
 
 def open_count(store: Store) -> int:
