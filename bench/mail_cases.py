@@ -58,7 +58,7 @@ def _once(home: Path, source: Path, timeout: float, **settings: str) -> measure.
     results = home / "outbox" / f"{source.name}.results.csv"
     done = measure.run(
         product_command("run", "--once"),
-        env=product_env(home, **settings),
+        env=product_env(home) | {f"INVOICE_WORKER_{k.upper()}": v for k, v in settings.items()},
         cwd=home,
         timeout=timeout,
         mark=results.exists,
