@@ -1,10 +1,11 @@
 """Leases: which run holds a file, and which process holds a named role.
 
 A file's lease lives on its ``files`` row, so a redelivered message stands back
-while the run holding it lives. A named lease (a row of ``leases``, e.g. the
-one customer-mail sender) makes one process at a time play a role across all
-workers. Either way an owner is ``host:pid:random``; a lease whose owner is a
-dead process on this host is taken over at once, any other waits for its time
+while the run holding it lives; a heartbeat thread keeps it while its process
+lives. A named lease (a row of ``leases``, e.g. the paced SMTP sender, or one
+lane of the customer-mail queue) makes one process at a time play a role across
+all workers. Either way an owner is ``host:pid:random``; a lease whose owner is
+a dead process on this host is taken over at once, any other waits for its time
 to run out.
 """
 
