@@ -73,11 +73,19 @@ def orphans(settings: Settings, store: Store) -> list[int]:
     if not settings.claimed.exists():
         return found
     for folder in settings.claimed.iterdir():
-        entries = list(folder.iterdir()) if folder.is_dir() else []
+        try:
+            entries = list(folder.iterdir()) if folder.is_dir() else []
+        except FileNotFoundError:
+            # Its file finished and moved on since the listing: nothing is orphaned there.
+            continue
         for entry in entries:
             if str(entry) not in known:
+                try:
+                    file_id = register(store, entry, complete.on_mount(settings.claimed))
+                except FileNotFoundError:
+                    continue
                 log.event("file.orphan_claimed", path=entry.name)
-                found.append(register(store, entry, complete.on_mount(settings.claimed)))
+                found.append(file_id)
         if not entries and folder.is_dir():
             with contextlib.suppress(OSError):
                 folder.rmdir()
