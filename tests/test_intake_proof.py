@@ -137,11 +137,12 @@ def test_a_file_held_open_by_its_writer_is_not_claimed_however_long_it_pauses(
 def test_an_empty_file_waits_out_the_settle_time_in_case_its_writer_returns(
     settings: Settings, store: Store
 ) -> None:
-    watcher = Watcher(settings.with_(settle_seconds=0.3), store, lambda ids: None)
+    # A settle time far longer than any stall between the notice and the first tick.
+    watcher = Watcher(settings.with_(settle_seconds=2.0), store, lambda ids: None)
     path = drop(settings, "placeholder.csv", b"")
     watcher.notice(str(path))
     assert watcher.tick() == []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     claimed: list[int] = []
     while not claimed and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -62,14 +62,15 @@ def test_an_unknown_column_is_an_error_not_sql(store):
 
 
 def test_a_lease_outlives_its_length_while_its_process_lives(store):
-    # Given a run holding a file's 0.8 s lease through one long step that never renews
+    # Given a run holding a file's 2 s lease through one long step that never renews
+    # (the heartbeat beats every 0.25 s: only a stall of 1.5 s could let the lease go)
     file_id = files.add(store, "big.csv", "/claimed/big.csv", "00", 1)
-    lease = Lease(store, file_id, seconds=0.8)
+    lease = Lease(store, file_id, seconds=2.0)
     lease.take()
-    time.sleep(2.5)
+    time.sleep(5)
     # Then another run still cannot take it: the process's heartbeat kept it
     with pytest.raises(LeaseHeld):
-        Lease(store, file_id, seconds=0.8).take()
+        Lease(store, file_id, seconds=2.0).take()
     lease.renew()
     lease.release()
     assert files.get(store, file_id).lease_owner is None
