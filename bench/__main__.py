@@ -86,6 +86,7 @@ def main(argv: list[str]) -> int:
             drops=20 if args.quick else 50,
             settle_drops=10 if args.quick else suite.SETTLE_DROPS,
             burst_files=200 if args.quick else 1000,
+            mail_rows=2_000 if args.quick else 20_000,
             pairs_count=args.pairs or (2 if args.quick else suite.PAIRS),
             shape=args.shape,
             only=args.only,
