@@ -6,10 +6,10 @@ units; nothing here reads files or the database.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from typing import Any
 
-from notifications.message import Attachment, build, header_text
+from notifications.message import Attachment, header_text
+from notifications.prepared import Prepared, prepare
 from notifications.render import render
 from notifications.reports import Envelope, money, totals
 
@@ -35,7 +35,7 @@ def batches(
     currency_totals: list[tuple[str, int, int]],
     result_name: str,
     errors_csv: bytes | None = None,
-) -> EmailMessage:
+) -> Prepared:
     """After a batch request file: batches created (transaction, number, invoices, amount)
     and requests rejected (transaction, HTTP status, codes)."""
     outcome = f"{created} batch invoices created"
@@ -62,7 +62,7 @@ def batches(
         totals=totals(currency_totals),
         result_name=result_name,
     )
-    return build(
+    return prepare(
         sender=envelope.sender,
         recipients=envelope.admins,
         subject=_subject(file, outcome),
@@ -83,7 +83,7 @@ def payments(
     currency_totals: list[tuple[str, int, int]],
     result_name: str,
     errors_csv: bytes | None = None,
-) -> EmailMessage:
+) -> Prepared:
     """After a payment file: payments applied (totals per currency) and rows rejected."""
     outcome = f"{applied} payments applied"
     if rejected:
@@ -100,7 +100,7 @@ def payments(
         totals=totals(currency_totals),
         result_name=result_name,
     )
-    return build(
+    return prepare(
         sender=envelope.sender,
         recipients=envelope.admins,
         subject=_subject(file, outcome),

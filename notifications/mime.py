@@ -43,7 +43,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 #: tokens and, fitting on one line, writes them back unchanged (the tests check it).
 _ATOM = r"[A-Za-z0-9'_+-]+"
 _SIMPLE_NAME = re.compile(rf"{_ATOM}(?: {_ATOM})*\Z")
-_SIMPLE_ADDR = re.compile(
+SIMPLE_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\Z"
 )
@@ -217,7 +217,7 @@ class Frame:
         self.from_line = fold("From", address(sender, sender_name))
         self.sender = sender
         self.domain = sender.rpartition("@")[2] or "localhost"
-        self._simple = bool(_SIMPLE_ADDR.match(sender))
+        self._simple = bool(SIMPLE_ADDRESS.match(sender))
 
     def message_id_line(self, local: str) -> str:
         value = f"<{local}@{self.domain}>"
@@ -239,7 +239,7 @@ class Frame:
         """The email's wire form, as ``notifications.message.build`` would write it; None
         for an address that is not a plain ASCII dot-atom (``email`` then writes it: it
         may be refused, or need SMTPUTF8)."""
-        if not (self._simple and _SIMPLE_ADDR.match(recipient)):
+        if not (self._simple and SIMPLE_ADDRESS.match(recipient)):
             return None
         to = to_line(recipient, recipient_name)
         text_cte, text_body = encode_text(text)

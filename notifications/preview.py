@@ -18,6 +18,7 @@ from pathlib import Path
 
 from notifications import reports
 from notifications.customers import Invoice, Merchant, invoice_email
+from notifications.prepared import Prepared
 from notifications.reports import Envelope
 
 ENVELOPE = Envelope(sender="invoice-worker@example.com", admins=["finance@example.com"])
@@ -46,7 +47,7 @@ def _csv(rows: Sequence[tuple[object, ...]], header: tuple[str, ...]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def examples() -> Iterator[tuple[str, EmailMessage]]:
+def examples() -> Iterator[tuple[str, Prepared | EmailMessage]]:
     errors_csv = _csv(list(ERRORS), ("line_number", "merchant_reference", "errors"))
     yield (
         "validated",

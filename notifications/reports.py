@@ -12,11 +12,11 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any
 
 from notifications.formats import count, money
-from notifications.message import Attachment, build, header_text
+from notifications.message import Attachment, header_text
+from notifications.prepared import Prepared, prepare
 from notifications.render import render
 
 __all__ = [
@@ -95,11 +95,11 @@ def _email(
     subject: str,
     attachments: list[Attachment],
     **context: Any,
-) -> EmailMessage:
+) -> Prepared:
     text, html = render(
         template, title=f"{outcome}: {file['name']}", outcome=outcome, file=file, **context
     )
-    return build(
+    return prepare(
         sender=envelope.sender,
         recipients=envelope.admins,
         subject=_subject(file, subject),
@@ -121,7 +121,7 @@ def validation(
     unknown_columns: list[str],
     next_step: str,
     errors_csv: bytes | None,
-) -> EmailMessage:
+) -> Prepared:
     subject = f"validated, {count(valid)} of {count(rows)} rows valid"
     if rejected:
         subject += f", {count(rejected)} rejected"
@@ -167,7 +167,7 @@ def processing(
     result_name: str,
     emails: int = 0,
     sms: int = 0,
-) -> EmailMessage:
+) -> Prepared:
     subject = f"processed, {plural(created, 'invoice')} created"
     headline = f"{plural(created, 'invoice')} created"
     if rejected:
@@ -197,7 +197,7 @@ def processing(
     )
 
 
-def stalled(envelope: Envelope, file: dict[str, Any], *, state: str, error: str) -> EmailMessage:
+def stalled(envelope: Envelope, file: dict[str, Any], *, state: str, error: str) -> Prepared:
     """Sent once per file when it cannot move on for a reason outside the file (disk, folder)."""
     return _email(
         envelope,
@@ -224,7 +224,7 @@ def rejection(
     first_errors: Sequence[tuple[Any, ...]] = (),
     rejected: int = 0,
     errors_csv: bytes | None = None,
-) -> EmailMessage:
+) -> Prepared:
     shown = list(first_errors) or first_rows(errors_csv)
     attachment = _attachment_name(file, "errors")
     return _email(
@@ -254,7 +254,7 @@ def bounces(
     failed: int,
     first_failures: Sequence[tuple[Any, ...]],
     failures_csv: bytes,
-) -> EmailMessage:
+) -> Prepared:
     """Customer invoice emails the server refused for good (5xx), once per file."""
     total = sent + failed
     attachment = _attachment_name(file, "email-failures")

@@ -14,12 +14,12 @@ import io
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
 
+from notifications.prepared import Prepared
 from worker.intake.readers import Signature, Table
 from worker.pipeline.check import Report
 from worker.settings import Settings
@@ -111,7 +111,7 @@ class FileKind:
         """Called for the attachment: every rejected row as CSV; None when none."""
         return None
 
-    def processing_report(self, rt: Runtime, file: File) -> EmailMessage | None:
+    def processing_report(self, rt: Runtime, file: File) -> Prepared | None:
         """Called once the file is processed: the administrators' email, if any."""
         return None
 

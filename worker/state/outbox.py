@@ -9,6 +9,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
+from notifications.prepared import Prepared
 from worker.state import queue
 from worker.state.store import Connection, Store
 
@@ -18,12 +19,16 @@ TABLE = "outbox"
 Outcome = tuple[int, str, str | None, float]
 
 
-def record(conn: Connection, key: str, kind: str, file_id: int | None, msg: EmailMessage) -> None:
+def record(
+    conn: Connection, key: str, kind: str, file_id: int | None, msg: Prepared | EmailMessage
+) -> None:
     """Add a message inside the caller's transaction; a key already recorded is kept as is."""
+    if not isinstance(msg, Prepared):
+        msg = Prepared.of(msg)
     conn.execute(
         "INSERT OR IGNORE INTO outbox (key, kind, file_id, recipients, subject, message,"
         " created_at) VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
-        (key, kind, file_id, str(msg["To"]), str(msg["Subject"]), msg.as_bytes()),
+        (key, kind, file_id, msg.to, msg.subject, msg.data),
     )
 
 

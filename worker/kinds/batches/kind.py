@@ -16,11 +16,11 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 from notifications import batch_reports
+from notifications.prepared import Prepared
 from worker import log
 from worker.errors import FileRejected
 from worker.intake.readers import Signature, Table
@@ -131,7 +131,7 @@ class BatchFiles(FileKind):
             "March invoices, paid as one",
         ]
 
-    def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: File) -> Prepared:
         entries = self.entries(rt, file.id)
         created = [e for e in entries if e["status"] == "CREATED"]
         rejected = [e for e in entries if e["status"] == "REJECTED"]

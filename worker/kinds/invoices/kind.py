@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 import polars as pl
 
 from notifications import reports
+from notifications.prepared import Prepared
 from rules.columns import Context
 from rules.invoices import INVOICE_COLUMNS, REQUIRED_COLUMNS
 from worker.errors import StateError
@@ -110,7 +110,7 @@ class InvoiceFiles(FileKind):
         frame.write_csv(buffer, line_terminator="\r\n")
         return buffer.getvalue()
 
-    def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: File) -> Prepared:
         totals, emails, sms = self._tallies(rt, file)
         late = invoice_table.late_rejection_count(rt.store, file.id)
         return reports.processing(

@@ -12,12 +12,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 import polars as pl
 
 from notifications import batch_reports
+from notifications.prepared import Prepared
 from rules.columns import Context
 from rules.payments import PAYMENT_COLUMNS
 from worker.intake.readers import Signature, Table
@@ -120,7 +120,7 @@ class PaymentFiles(FileKind):
     def template(self, expiry: datetime) -> tuple[list[str], list[str]]:
         return [c.name for c in PAYMENT_COLUMNS], [c.example for c in PAYMENT_COLUMNS]
 
-    def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: File) -> Prepared:
         file_id = file.id
         rejected = self._rejected(rt, file)
         applied = file.created or 0
