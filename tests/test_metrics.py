@@ -71,7 +71,9 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_scrape(port: int, ready: Callable[[Samples], bool], log: Path, timeout: float = 90):
+def wait_scrape(
+    port: int, ready: Callable[[Samples], bool], log: Path | None = None, timeout: float = 90
+) -> Samples:
     """Scrape until ``ready`` holds (generous: six agents share two cores)."""
     deadline = time.monotonic() + timeout
     samples: Samples = {}
@@ -83,7 +85,8 @@ def wait_scrape(port: int, ready: Callable[[Samples], bool], log: Path, timeout:
         if samples and ready(samples):
             return samples
         time.sleep(0.1)
-    raise AssertionError(f"metrics never ready: {samples}\n{log.read_text(errors='replace')}")
+    output = log.read_text(errors="replace") if log else ""
+    raise AssertionError(f"metrics never ready: {samples}\n{output}")
 
 
 def wait_health(port: int, status: int, timeout: float = 60) -> dict[str, Any]:
@@ -302,3 +305,39 @@ def test_a_port_already_taken_is_a_clear_error(
     with pytest.raises(ConfigError, match=str(taken.port)):
         second.start()
     second.stop()
+
+
+def test_customer_emails_sent_failed_and_deferred_are_counted_as_a_server_answers(
+    make_pipeline: Any, settings: Settings, smtp: Any, metrics_server: Any
+):
+    # Given a mail server that refuses one recipient (550) and keeps deferring another (450)
+    smtp.refuse["gone@example.com"] = "550 5.1.1 <gone@example.com>: Recipient address rejected"
+    smtp.defer["busy@example.com"] = 1_000
+    h = make_pipeline(settings.with_(smtp_url=smtp.url, mail_rate=0))
+    server = metrics_server()
+    rows = [
+        emailed(1, customer_email="ok@example.com"),
+        emailed(2, customer_email="gone@example.com"),
+        emailed(3, customer_email="busy@example.com"),
+    ]
+    # When a file with one email to each is processed
+    h.drop("bounce.csv", invoice_csv(rows))
+
+    def customer(s: Samples, state: str) -> float:
+        return value(s, "invoice_worker_emails", audience="customer", state=state)
+
+    # Then one is sent, one failed and one deferred, while the file is final
+    wait_scrape(
+        server.port,
+        lambda s: (
+            value(s, "invoice_worker_files", kind="invoices", state="processed") == 1
+            and (customer(s, "sent"), customer(s, "failed"), customer(s, "deferred")) == (1, 1, 1)
+        ),
+    )
+    # When the server takes the deferred one at last
+    smtp.defer["busy@example.com"] = 0
+    # Then it is counted as sent, and none is left open
+    samples = wait_scrape(
+        server.port, lambda s: (customer(s, "sent"), customer(s, "deferred")) == (2, 0)
+    )
+    assert customer(samples, "failed") == 1 and customer(samples, "pending") == 0
