@@ -83,6 +83,10 @@ class Settings:
     sftp_key_file: str | None = None
     #: The zone a spreadsheet's date-time cells (which carry no offset) are taken in.
     spreadsheet_timezone: str = "UTC"
+    #: Unset, no metrics; set, ``/metrics`` and ``/health`` on this port (worker
+    #: processes started by ``run`` on the next ones), on ``metrics_host``.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def _folder(self, configured: str | None, default: str) -> Path:
         return self.home / Path(configured).expanduser() if configured else self.home / default
@@ -186,6 +190,8 @@ def _coerce(key: str, value: Any) -> Any:
             return float(value)
         if kind == "int":
             return int(value)
+        if kind == "int | None":
+            return None if value is None or str(value).strip() == "" else int(value)
         if value is None or str(value).strip() == "":
             return None
         return str(value)
@@ -256,6 +262,8 @@ def _checked(settings: Settings) -> Settings:
         zoneinfo.ZoneInfo(settings.spreadsheet_timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ConfigError(f"spreadsheet_timezone: unknown time zone {exc}") from None
+    if settings.metrics_port is not None and not 0 < settings.metrics_port < 65536:
+        raise ConfigError("metrics_port: expected a TCP port from 1 to 65535")
     if settings.sftp_poll_seconds <= 0:
         raise ConfigError("sftp_poll_seconds: expected a number of seconds > 0")
     return replace(settings, home=home)

@@ -56,7 +56,8 @@ def start(
         resource_tracker.ensure_running()
     with signals.blocked():
         for n in range(1, count(settings)):
-            child = context.Process(target=entry, args=(settings, level), name=f"worker-{n}")
+            own = numbered(settings, n)
+            child = context.Process(target=entry, args=(own, level), name=f"worker-{n}")
             child.start()
             children.append(child)
     if children:
@@ -64,6 +65,14 @@ def start(
             "worker.processes", started=len(children), pids=",".join(str(c.pid) for c in children)
         )
     return children
+
+
+def numbered(settings: Settings, n: int) -> Settings:
+    """The settings of the ``n``-th extra process: its metrics on the ``n``-th port after
+    ``metrics_port``, since processes on one host cannot share a port."""
+    if not settings.metrics_port:
+        return settings
+    return dataclasses.replace(settings, metrics_port=settings.metrics_port + n)
 
 
 def stop(children: list[BaseProcess], timeout: float) -> None:

@@ -27,7 +27,7 @@ from worker.kinds import KINDS
 from worker.pipeline import groups
 from worker.pipeline.runtime import Runtime
 from worker.service import broker as broker_module
-from worker.service import processes
+from worker.service import metrics, processes
 from worker.service import redis as redis_server
 from worker.service.signals import Stopper
 from worker.settings import Settings
@@ -132,6 +132,9 @@ def run(
             # was taken from the queue yet, so there is nothing to hand back.
             log.event("worker.stopped", while_starting=True)
             return 0
+        stack.enter_context(
+            metrics.serving(settings, started.store, started.broker, started.redis.url)
+        )
         _serve(
             started,
             stopper,
