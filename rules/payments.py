@@ -120,6 +120,11 @@ STATE_RULES: dict[str, tuple[Rule, ...]] = {
     "invoice_number": (
         Rule("INVOICE_NOT_FOUND", "no invoice has this number", lambda ctx: ~col("_found")),
         Rule(
+            "INVOICE_CANCELLED",
+            "the invoice was cancelled: it cannot be paid",
+            lambda ctx: col("_status") == "CANCELLED",
+        ),
+        Rule(
             "INVOICE_IN_BATCH",
             "the invoice is in a batch: pay the batch invoice instead (rule 7)",
             lambda ctx: col("_batch_number").is_not_null(),
