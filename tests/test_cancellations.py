@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 from sheetfiles import rows_of, xlsx
 from test_payments import signature_ok, statuses
 
+from notifications import cancellation_reports
+from notifications.reports import Envelope
 from worker.intake import claim
 from worker.kinds import KINDS
 from worker.pipeline import stages
@@ -315,6 +317,25 @@ def test_the_administrators_get_the_report_over_smtp_with_the_errors_attached(
     ]
 
 
+def test_the_report_escapes_what_came_from_the_file():
+    script = "<script>alert(1)</script>"
+    msg = cancellation_reports.cancellations(
+        Envelope(sender="worker@example.org", admins=["admin@example.org"]),
+        {"id": 1, "name": f"{script}.csv", "kind": "cancellations"},
+        cancelled=0,
+        rejected=1,
+        batches_cancelled=0,
+        invoices_released=0,
+        first_errors=[(2, script, "INVOICE_NOT_FOUND(merchant_reference)")],
+        currency_totals=[],
+        result_name=script,
+    )
+    html = msg.get_body(("html",)).get_content()
+    assert "<script" not in html.lower() and "&lt;script&gt;" in html
+    assert "cancellation file" in msg.get_body(("plain",)).get_content()
+    assert "\n" not in msg["Subject"]
+
+
 def test_processing_run_twice_cancels_records_and_notifies_once(settings, store):
     # Given the real stages in this process, an invoice, and a cancellation file of it
     rt = Runtime(settings=settings, store=store, kinds=KINDS)
@@ -340,6 +361,27 @@ def test_processing_run_twice_cancels_records_and_notifies_once(settings, store)
     assert store.one("SELECT count(*) FROM cancellations")[0] == 1
     assert store.one("SELECT count(*) FROM webhooks WHERE event = 'invoice.cancelled'")[0] == 1
     assert files.get(store, lease.file_id).created == 1
+
+
+def test_a_customer_email_or_sms_not_yet_sent_is_withheld(settings, store):
+    # Given an invoice asking for email and SMS, processed with no sender running
+    rt = Runtime(settings=settings, store=store, kinds=KINDS)
+    row = invoice_row(1, notification_type="EMAIL,SMS", customer_phone="+250788000000")
+    (settings.inbox / "i.csv").write_text(invoice_csv([row]))
+    assert stages.advance(rt, claim.claim(settings, store, settings.inbox / "i.csv")) == "processed"
+    assert tuple(store.one("SELECT email_state, sms_state FROM invoices")) == ("pending", "pending")
+    # When it is cancelled before they go out
+    (settings.inbox / "c.csv").write_text(
+        invoice_csv([{"merchant_reference": "REF-000001"}], ("merchant_reference",))
+    )
+    assert stages.advance(rt, claim.claim(settings, store, settings.inbox / "c.csv")) == "processed"
+    # Then neither is sent: no payment link for a cancelled invoice reaches the customer
+    assert tuple(store.one("SELECT status, email_state, sms_state FROM invoices")) == (
+        "CANCELLED",
+        "withheld",
+        "withheld",
+    )
+    assert store.one("SELECT count(*) FROM sms_pending")[0] == 0
 
 
 def test_template_and_validate_through_the_command_line(tmp_path):

@@ -62,9 +62,14 @@ def cancelled_by_file(conn: Connection, file_id: int, numbers: Sequence[int]) ->
 
 
 def mark_cancelled(conn: Connection, numbers: Sequence[int], stamp: str) -> int:
-    """Mark these invoices CANCELLED (those NEW and in no batch); how many were."""
+    """Mark these invoices CANCELLED (those NEW and in no batch); how many were.
+
+    A customer email or SMS not yet sent is withheld: its payment link no longer pays.
+    One already being sent (``sending``) is left to finish."""
     cur = conn.execute(
-        "UPDATE invoices SET status = 'CANCELLED', updated_at = ?"
+        "UPDATE invoices SET status = 'CANCELLED', updated_at = ?,"
+        " email_state = CASE email_state WHEN 'pending' THEN 'withheld' ELSE email_state END,"
+        " sms_state = CASE sms_state WHEN 'pending' THEN 'withheld' ELSE sms_state END"
         " WHERE invoice_number IN (SELECT value FROM json_each(?))"
         " AND status = 'NEW' AND batch_number IS NULL",
         (stamp, as_json_list(numbers)),
