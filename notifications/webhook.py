@@ -1,8 +1,8 @@
-"""The merchant webhook: recorded with the payment, POSTed after, signed, retried until 2xx.
+"""The merchant webhook: recorded with the change, POSTed after, signed, retried until 2xx.
 
 This module is the HTTP part: the signature and one POST. The row is recorded
-(``worker.state.webhooks``) in the transaction that applies the payment, so a
-payment never exists without its notification, and drained by
+(``worker.state.webhooks``) in the transaction that applies the payment or the
+cancellation, so neither exists without its notification, and drained by
 ``worker.delivery.webhooks``. A 2xx ends it; anything else (an error status, a
 refused connection, a timeout) raises :class:`DeliveryError`, to be retried.
 
@@ -27,6 +27,7 @@ from notifications.errors import DeliveryError
 SIGNATURE_HEADER = "X-Invoice-Worker-Signature"
 DELIVERY_HEADER = "X-Invoice-Worker-Delivery"
 EVENT_HEADER = "X-Invoice-Worker-Event"
+#: The event when none is named (the first, and for long the only, event).
 EVENT = "invoice.paid"
 TIMEOUT = 10.0
 USER_AGENT = "invoice-worker"
@@ -55,12 +56,12 @@ class Endpoint:
         self.secret = secret
         self.timeout = timeout
 
-    def post(self, body: bytes, delivery: str) -> None:
+    def post(self, body: bytes, delivery: str, event: str = EVENT) -> None:
         """POST once; returns on a 2xx, raises :class:`DeliveryError` otherwise."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            EVENT_HEADER: EVENT,
+            EVENT_HEADER: event,
             DELIVERY_HEADER: delivery,
             SIGNATURE_HEADER: sign(body, self.secret),
         }

@@ -14,6 +14,9 @@ The nine business rules:
 9. Paying a batch pays its invoices; the merchant hears of the batch only
    -> ``worker.paying`` (one transaction, one webhook)
 
+And, since cancellation files (SPEC 13): a cancelled invoice cannot be included in a
+batch -> BAD_INVOICES_CANCELLED, reported after BAD_INVOICES_PAID.
+
 A request is checked by every rule of :data:`BATCH_RULES`, in the order codes
 are reported (SPEC 5's table). A rule looks either at each invoice of the
 request (a polars expression over the request's invoices frame, true on the
@@ -160,6 +163,13 @@ BATCH_RULES: tuple[BatchRule, ...] = (
         400,
         "an invoice is paid",
         invoices=lambda ctx: found() & (pl.col("status") == "PAID").fill_null(False),
+    ),
+    BatchRule(
+        "no cancelled invoice",
+        "BAD_INVOICES_CANCELLED",
+        400,
+        "an invoice is cancelled",
+        invoices=lambda ctx: found() & (pl.col("status") == "CANCELLED").fill_null(False),
     ),
     BatchRule(
         "transaction id given",

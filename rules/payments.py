@@ -6,8 +6,8 @@ applies. Format rules read the row alone; state rules (rules 7 and 8 and the
 other payment codes) read helper columns the processing step joins in from the
 invoice the row names:
 
-``_found``, ``_type``, ``_status``, ``_amount`` (due, minor units),
-``_currency``, ``_expires_at`` (UTC datetime), ``_batch_number``,
+``_found``, ``_type``, ``_status`` (``NEW``, ``PAID`` or ``CANCELLED``),
+``_amount`` (due, minor units), ``_currency``, ``_expires_at`` (UTC datetime), ``_batch_number``,
 ``_reference_exists`` (the payment reference is already recorded),
 ``_seen_in_file`` (it appears earlier in the file) and ``_paid_earlier`` (an
 earlier row of the file paid the same invoice).
@@ -119,6 +119,11 @@ STATE_RULES: dict[str, tuple[Rule, ...]] = {
     ),
     "invoice_number": (
         Rule("INVOICE_NOT_FOUND", "no invoice has this number", lambda ctx: ~col("_found")),
+        Rule(
+            "INVOICE_CANCELLED",
+            "the invoice was cancelled: it cannot be paid",
+            lambda ctx: col("_status") == "CANCELLED",
+        ),
         Rule(
             "INVOICE_IN_BATCH",
             "the invoice is in a batch: pay the batch invoice instead (rule 7)",

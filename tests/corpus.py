@@ -49,6 +49,16 @@ def _mixed_eol() -> bytes:
     return ("\r\n".join(lines[:3]) + "\n" + "\n".join(lines[3:])).encode()
 
 
+def _hostile_cancellations() -> bytes:
+    """A cancellation file naming no invoice that exists, in every hostile way."""
+    rows = [
+        {"invoice_number": "=1+1", "reason": "formula"},
+        {"merchant_reference": '@SUM(A1)\n"quoted", and more', "reason": "r" * 100_000},
+        {"invoice_number": "9" * 40, "merchant_reference": "\u202eevil"},
+    ]
+    return invoice_csv(rows, ("invoice_number", "merchant_reference", "reason")).encode()
+
+
 # -- workbooks (SPEC 12) ---------------------------------------------------------------
 
 GOOD_SHEET = rows_of(INVOICE_HEADER, [invoice_row(1), invoice_row(2)])
@@ -295,5 +305,6 @@ CORPUS: list[tuple[str, str, bytes, tuple[object, ...]]] = [
     ("name-255-bytes", "n" * 251 + ".csv", GOOD.encode(), ("processed", 2, 0)),
     ("name-leading-dashes", "--rf.csv", GOOD.encode(), ("processed", 2, 0)),
     ("formula-name", "=cmd|' -C calc'!A0.csv", GOOD.encode(), ("processed", 2, 0)),
+    ("cancellations-hostile", "c.csv", _hostile_cancellations(), ("processed", 3, 3)),
     *WORKBOOKS,
 ]

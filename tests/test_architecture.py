@@ -43,7 +43,7 @@ def test_the_sql_finder_finds_sql():
 
 def test_every_kind_in_the_registry_is_a_file_kind_with_a_name_a_header_and_a_template():
     names = [kind.name for kind in KINDS]
-    assert names == ["invoices", "batches", "payments"]
+    assert names == ["cancellations", "invoices", "batches", "payments"]
     for kind in KINDS:
         assert isinstance(kind, FileKind)
         assert kind.signature.kind == kind.name

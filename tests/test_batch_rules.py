@@ -87,6 +87,10 @@ CASES: dict[str, tuple[Case, Case]] = {
         case([invoice(1), invoice(2, status="PAID")], culprits=["2"]),
         case(GOOD),
     ),
+    "BAD_INVOICES_CANCELLED": (
+        case([invoice(1, status="CANCELLED"), invoice(2)], culprits=["1"]),
+        case(GOOD),
+    ),
     "TRANSACTION_ID_MISSING": (case(GOOD, tx=None), case(GOOD)),
     "DUPLICATE_TRANSACTION_ID": (
         case(GOOD, ctx=BatchContext(now=NOW, transaction_exists=True)),
@@ -120,6 +124,7 @@ def test_rules_are_listed_in_the_order_codes_are_reported_with_their_http_status
         ("BAD_INVOICES_PAYMENT_EXPIRED", 400),
         ("BAD_INVOICES_IN_BATCH", 400),
         ("BAD_INVOICES_PAID", 400),
+        ("BAD_INVOICES_CANCELLED", 400),
         ("TRANSACTION_ID_MISSING", 400),
         ("DUPLICATE_TRANSACTION_ID", 400),
         ("INVOICE_NOT_FOUND", 404),

@@ -88,4 +88,5 @@ def test_a_database_is_migrated_once_however_often_it_is_opened(tmp_path: Path):
         "m006_final_paths",
         "m007_claimed_mtime",
         "m008_sftp",
+        "m010_cancellations",
     ]

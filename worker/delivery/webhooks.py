@@ -40,7 +40,7 @@ def deliver_due(store: Store, endpoint: Endpoint, limit: int = 100) -> list[Atte
     rows = state.claim(store, limit, CLAIM_SECONDS)
     for index, row in enumerate(rows):
         try:
-            endpoint.post(bytes(row["body"]), str(row["id"]))
+            endpoint.post(bytes(row["body"]), str(row["id"]), event=row["event"])
         except DeliveryError as exc:
             retry_in = backoff(row["attempts"], MAX_BACKOFF)
             rest = [r["id"] for r in rows[index + 1 :]]

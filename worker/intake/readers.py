@@ -48,13 +48,14 @@ MAGIC = (
 #: Columns that tell a CSV file's kind, with the columns it cannot do without.
 @dataclass(frozen=True)
 class Signature:
-    """How a kind's header is told apart: any of ``names`` present, and the columns it
-    must have. ``json``: JSON documents are this kind."""
+    """How a kind's header is told apart: any of ``names`` present (and none of
+    ``unless``), and the columns it must have. ``json``: JSON documents are this kind."""
 
     kind: str
     names: frozenset[str]
     required: tuple[str, ...]
     json: bool = False
+    unless: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def read_header(text: str, kinds: Sequence[Signature]) -> tuple[str, list[str]]:
 def detect_kind(columns: list[str], kinds: Sequence[Signature]) -> Signature:
     present = set(columns)
     for signature in kinds:
-        if signature.names & present:
+        if signature.names & present and not signature.unless & present:
             return signature
     told = ", ".join(f"{s.kind} {' or '.join(sorted(s.names))}" for s in kinds if s.names)
     raise FileRejected(

@@ -2,7 +2,9 @@
 
 Adding a kind takes a folder here (a :class:`~worker.pipeline.kind.FileKind` and
 what it needs), a line in :data:`KINDS`, and its rules module in ``rules/``.
-Headers are tried in the order of the list.
+Headers are tried in the order of the list: cancellations first, since their header
+names invoices by columns other kinds also have (and is told by having none of
+theirs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from worker.errors import FileRejected
 from worker.intake import readers
 from worker.kinds.batches import BatchFiles
+from worker.kinds.cancellations import CancellationFiles
 from worker.kinds.invoices import InvoiceFiles
 from worker.kinds.payments import PaymentFiles
 from worker.pipeline.check import Report
@@ -19,10 +22,11 @@ from worker.pipeline.kind import Kinds
 from worker.settings import Settings
 from worker.state import SQLiteStore
 
-__all__ = ["KINDS", "BatchFiles", "InvoiceFiles", "PaymentFiles", "check"]
+__all__ = ["KINDS", "BatchFiles", "CancellationFiles", "InvoiceFiles", "PaymentFiles", "check"]
 
 KINDS = Kinds(
     [
+        CancellationFiles(),
         InvoiceFiles(),
         BatchFiles(),
         PaymentFiles(),

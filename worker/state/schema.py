@@ -324,3 +324,28 @@ def m008_sftp(db: sqlite_utils.Database) -> None:
         );
         """
     )
+
+
+@migrations()
+def m010_cancellations(db: sqlite_utils.Database) -> None:
+    """Cancellation files. An invoice is cancelled once ever, so its number is the key:
+    a chunk applied twice (a crash, then a restart) cannot record it twice. A cancelled
+    batch's invoices are released (``batch_number`` NULL); ``released`` keeps which they
+    were. A webhook names its event, now that there are two (paid, cancelled)."""
+    db.executescript(
+        """
+        CREATE TABLE cancellations (
+            invoice_number INTEGER PRIMARY KEY,
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            line_number INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            reason TEXT,
+            released TEXT NOT NULL DEFAULT '[]',
+            cancelled_at TEXT NOT NULL
+        );
+        CREATE INDEX cancellations_file ON cancellations(file_id);
+        ALTER TABLE webhooks ADD COLUMN event TEXT NOT NULL DEFAULT 'invoice.paid';
+        """
+    )

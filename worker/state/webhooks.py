@@ -1,4 +1,5 @@
-"""Merchant webhooks: recorded with the payment that caused them, a due-row queue after.
+"""Merchant webhooks: recorded with the change that caused them (a payment, a
+cancellation), a due-row queue after.
 
 Claimed like the outbox (:mod:`worker.state.queue`), marked sent on a 2xx, or
 pending again with a later ``next_attempt_at``.
@@ -15,20 +16,28 @@ from worker.state.store import Connection, Store
 TABLE = "webhooks"
 
 
-def record(conn: Connection, rows: Iterable[tuple[str, int, bytes, str]]) -> None:
-    """Add (key, invoice number, body, created_at) rows inside the caller's transaction;
-    a key already recorded is kept as it is."""
+#: The events a webhook tells of (its ``X-Invoice-Worker-Event`` header).
+PAID = "invoice.paid"
+CANCELLED = "invoice.cancelled"
+
+
+def record(
+    conn: Connection, rows: Iterable[tuple[str, int, bytes, str]], event: str = PAID
+) -> None:
+    """Add (key, invoice number, body, created_at) rows of ``event`` inside the caller's
+    transaction; a key already recorded is kept as it is."""
     conn.executemany(
-        "INSERT OR IGNORE INTO webhooks (key, invoice_number, body, created_at)"
-        " VALUES (?, ?, ?, ?)",
-        rows,
+        "INSERT OR IGNORE INTO webhooks (key, invoice_number, body, created_at, event)"
+        " VALUES (?, ?, ?, ?, ?)",
+        ((*row, event) for row in rows),
     )
 
 
 def claim(store: Store, limit: int, hold: float) -> list[dict[str, Any]]:
-    """Claim up to ``limit`` due webhooks (``id``, ``invoice_number``, ``body``, ``attempts``)."""
+    """Claim up to ``limit`` due webhooks (``id``, ``invoice_number``, ``event``, ``body``,
+    ``attempts``)."""
     with store.atomic() as conn:
-        return queue.claim_due(conn, TABLE, "invoice_number, body", limit=limit, hold=hold)
+        return queue.claim_due(conn, TABLE, "invoice_number, event, body", limit=limit, hold=hold)
 
 
 def sent(store: Store, row_id: int) -> None:
