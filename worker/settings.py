@@ -83,6 +83,10 @@ class Settings:
     sftp_key_file: str | None = None
     #: The zone a spreadsheet's date-time cells (which carry no offset) are taken in.
     spreadsheet_timezone: str = "UTC"
+    #: ``outbox/invoice-status-*.csv`` for ERPs that take no webhook: the invoices whose
+    #: status changed, at most one file every ``status_file_seconds``.
+    status_files: bool = False
+    status_file_seconds: float = 60.0
 
     def _folder(self, configured: str | None, default: str) -> Path:
         return self.home / Path(configured).expanduser() if configured else self.home / default
@@ -258,4 +262,7 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError(f"spreadsheet_timezone: unknown time zone {exc}") from None
     if settings.sftp_poll_seconds <= 0:
         raise ConfigError("sftp_poll_seconds: expected a number of seconds > 0")
+    if settings.status_file_seconds < 1:
+        # Status files are named by the second: two in one second would share a name.
+        raise ConfigError("status_file_seconds: expected a number of seconds >= 1")
     return replace(settings, home=home)
