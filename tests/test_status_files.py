@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from helpers import (
     cli,
     cli_env,
@@ -23,6 +24,8 @@ from helpers import (
 )
 
 from worker.delivery.status import StatusWriter
+from worker.errors import ConfigError
+from worker.settings import load
 from worker.state import status
 
 #: 2027-01-15 08:00:00 UTC, the writer's clock in the tests that turn it by hand.
@@ -144,3 +147,50 @@ def test_a_status_file_recorded_then_killed_before_it_was_written_is_written_at_
     assert len(files) == 2
     assert paid_in(files) == sorted([str(one), str(two)])
     assert not list(settings.outbox.glob(".*.tmp"))
+
+
+def wait_until(condition, timeout: float = 90) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_running_worker_writes_status_files_as_invoices_are_paid(settings, store):
+    # Given a running worker with status files on
+    home = settings.home
+    env = cli_env(home, INVOICE_WORKER_STATUS_FILES="true", INVOICE_WORKER_STATUS_FILE_SECONDS="1")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "run"],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        (settings.inbox / "march.csv").write_text(invoice_csv([invoice_row(1)]))
+        assert wait_until(lambda: store.value("SELECT count(*) FROM invoices") == 1)
+        # When its invoice is paid
+        number = store.value("SELECT invoice_number FROM invoices")
+        (settings.inbox / "pay.csv").write_text(payment_csv([payment_row("PAY-1", number, 10000)]))
+        # Then a status file lists it, without the worker being stopped
+        assert wait_until(lambda: bool(status_files(settings.outbox)))
+        assert paid_in(status_files(settings.outbox)) == [str(number)]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "-1"])
+def test_a_status_file_interval_under_a_second_is_a_clear_error(tmp_path, value):
+    with pytest.raises(ConfigError, match="status_file_seconds"):
+        load(env={"INVOICE_WORKER_STATUS_FILE_SECONDS": value}, home=tmp_path)
+
+
+def test_status_files_are_off_by_default_and_turned_on_from_the_environment(tmp_path):
+    default = load(env={}, home=tmp_path)
+    assert (default.status_files, default.status_file_seconds) == (False, 60.0)
+    on = load(env={"INVOICE_WORKER_STATUS_FILES": "true"}, home=tmp_path)
+    assert on.status_files is True
