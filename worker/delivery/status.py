@@ -49,6 +49,8 @@ class StatusWriter:
         if not now and time.monotonic() < self._next_check:
             return []
         self._next_check = time.monotonic() + min(CHECK_SECONDS, self.settings.status_file_seconds)
+        if not status.due(self.store, self.clock(), self.settings.status_file_seconds):
+            return []
         if not status.take(self.store, self.owner, LEASE_SECONDS):
             return []
         try:

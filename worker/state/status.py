@@ -58,6 +58,17 @@ def unwritten(store: Store) -> list[StatusFile]:
     return [StatusFile(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
 
+def due(store: Store, now: float, interval: float) -> bool:
+    """Whether a file is to be written: one recorded and not written, or changes not in
+    a file and the interval passed. A read: the loop asks every second."""
+    if store.one("SELECT 1 FROM status_files WHERE written_at IS NULL LIMIT 1"):
+        return True
+    if not store.one("SELECT 1 FROM status_changes WHERE status_file IS NULL LIMIT 1"):
+        return False
+    last = store.value("SELECT max(recorded_at) FROM status_files")
+    return last is None or now - float(last) >= interval
+
+
 def record(
     store: Store, name_at: Callable[[float], str], now: float, interval: float
 ) -> StatusFile | None:
