@@ -165,3 +165,25 @@ def test_a_retry_killed_after_it_was_recorded_is_finished_by_the_next_run(home):
     assert len(status(home)) == 1
     assert not list((home / "inbox" / ".claimed").glob("*/*"))
     assert os.listdir(home / "inbox") == [".claimed"]
+
+
+def test_a_file_rejected_again_after_a_retry_keeps_every_result_and_can_be_retried_again(home):
+    # Given a rejected file tried again before its configuration was fixed
+    rejected_for_an_unknown_account(home)
+    first = sorted(p.name for p in (home / "outbox").iterdir())
+    assert cli("retry", "1", home=home).returncode == 0
+    assert cli("run", "--once", home=home, **ACCOUNTS, **STRICT).returncode == 0
+    # Then it is rejected again, its original back in rejected/, its new results beside
+    # the first ones (which are as they were)
+    row = status(home)[1]
+    assert (row["state"], row["error_code"]) == ("rejected", "TOO_MANY_ERRORS")
+    assert (home / "rejected" / "march.csv").exists()
+    outbox = sorted(p.name for p in (home / "outbox").iterdir())
+    assert outbox == sorted([*first, "march.csv.retry1.error.json", "march.csv.retry1.results.csv"])
+    # And tried a second time with the account added, it is processed, named apart again
+    assert cli("retry", "1", home=home).returncode == 0
+    assert cli("run", "--once", home=home, **FIXED, **STRICT).returncode == 0
+    assert status(home)[1]["state"] == "processed"
+    assert (home / "outbox" / "march.csv.retry2.results.csv").exists()
+    assert len(list((home / "outbox").iterdir())) == len(outbox) + 1
+    assert len(status(home)) == 1
