@@ -6,11 +6,11 @@ units; nothing here reads files or the database.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from typing import Any
 
 from notifications.formats import count
-from notifications.message import Attachment, build, header_text
+from notifications.message import Attachment, header_text
+from notifications.prepared import Prepared, prepare
 from notifications.render import render
 from notifications.reports import Envelope, totals
 
@@ -37,7 +37,7 @@ def cancellations(
     currency_totals: list[tuple[str, int, int]],
     result_name: str,
     errors_csv: bytes | None = None,
-) -> EmailMessage:
+) -> Prepared:
     """After a cancellation file: invoices cancelled (totals per currency), batches
     cancelled and the invoices they released, and the rows rejected
     (line, invoice number or merchant reference, codes)."""
@@ -60,7 +60,7 @@ def cancellations(
         totals=totals(currency_totals),
         result_name=result_name,
     )
-    return build(
+    return prepare(
         sender=envelope.sender,
         recipients=envelope.admins,
         subject=_subject(file, outcome),

@@ -214,5 +214,33 @@ def approve(settings: Settings, file_id: int) -> None:
     click.echo(f"File {file_id} approved; the running worker processes it within seconds.")
 
 
+@main.command()
+@click.argument("file_id", type=int)
+@pass_settings
+def retry(settings: Settings, file_id: int) -> None:
+    """Take FILE_ID, rejected as a whole, again from rejected/ with today's configuration.
+
+    It keeps its id, ends in archive/ or rejected/ again, and its new results are
+    named apart from the earlier ones (e.g. march.csv.retry1.results.csv).
+
+    \b
+    Examples:
+      invoice-worker status              # the id, with the code it was rejected for
+      invoice-worker retry 42            # after adding an account or raising max_error_rate
+    """
+    from worker import state
+    from worker.intake import claim
+
+    settings.ensure_folders()
+    try:
+        claim.retry(settings, state.connect(settings.state_db), file_id)
+    except InvoiceWorkerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"File {file_id} is taken again: a running worker processes it within seconds,"
+        " or the next `invoice-worker run`."
+    )
+
+
 if __name__ == "__main__":
     main()

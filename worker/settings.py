@@ -87,6 +87,10 @@ class Settings:
     #: processes started by ``run`` on the next ones), on ``metrics_host``.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    #: ``outbox/invoice-status-*.csv`` for ERPs that take no webhook: the invoices whose
+    #: status changed, at most one file every ``status_file_seconds``.
+    status_files: bool = False
+    status_file_seconds: float = 60.0
 
     def _folder(self, configured: str | None, default: str) -> Path:
         return self.home / Path(configured).expanduser() if configured else self.home / default
@@ -266,4 +270,7 @@ def _checked(settings: Settings) -> Settings:
         raise ConfigError("metrics_port: expected a TCP port from 1 to 65535")
     if settings.sftp_poll_seconds <= 0:
         raise ConfigError("sftp_poll_seconds: expected a number of seconds > 0")
+    if settings.status_file_seconds < 1:
+        # Status files are named by the second: two in one second would share a name.
+        raise ConfigError("status_file_seconds: expected a number of seconds >= 1")
     return replace(settings, home=home)

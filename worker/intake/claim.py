@@ -18,10 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worker import log
+from worker.errors import StateError
 from worker.intake import complete
 from worker.intake.names import DONE_SUFFIX, safe_stem
 from worker.settings import Settings
-from worker.state import Store, files
+from worker.state import Store, files, retries
+from worker.state.leases import lease_owner
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -119,3 +121,64 @@ def move(source: Path, target: Path) -> None:
         source.unlink()
     with contextlib.suppress(OSError):
         source.parent.rmdir()
+
+
+# -- trying a rejected file again ---------------------------------------------------
+
+
+def retry(settings: Settings, store: Store, file_id: int) -> retries.Retry:
+    """Take a file rejected as a whole again: recorded (its state, and the move of its
+    original back to a claim folder, in one transaction, this process holding its lease),
+    then moved, then let go for the reconciler to enqueue. A crash in between leaves the
+    move recorded: the file's next run does it. StateError when it may not be retried."""
+    file = retries.check(store, file_id)
+    if not _exists(Path(str(file.final_path))):
+        raise StateError(f"file {file_id}: its original {file.final_path} is gone")
+    target = settings.claimed / secrets.token_hex(8) / safe_stem(file.name)
+    owner = lease_owner()
+    asked = retries.request(store, file_id, str(target), owner, settings.lease_seconds)
+    log.event("file.retry", file_id=file_id, name=file.name)
+    finish_retry(settings, store, asked, owner)
+    return asked
+
+
+def finish_retry(
+    settings: Settings, store: Store, asked: retries.Retry, owner: str | None = None
+) -> None:
+    """Move a retried original back to its claim folder, if not done yet; safe to repeat."""
+    source, target = Path(asked.source), Path(asked.target)
+    if _exists(target):
+        if _exists(source):
+            # A copy across filesystems was renamed into place, its source not yet removed.
+            source.unlink()
+    elif _exists(source):
+        _move_back(settings, asked, source, target)
+    # Neither: the original was removed meanwhile; its run rejects it as UNREADABLE_FILE.
+    retries.moved(store, asked, owner)
+
+
+def _move_back(settings: Settings, asked: retries.Retry, source: Path, target: Path) -> None:
+    for _ in range(3):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(source, target)
+            return
+        except FileNotFoundError:
+            if not _exists(source):
+                return
+            # The orphan scan removed the empty claim folder before the rename: again.
+            continue
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+        # rejected/ is on another filesystem. The copy is made outside .claimed/ (a hidden
+        # name the watcher skips), so the orphan scan never registers half a file.
+        tmp = settings.inbox / f".retry-{asked.id}.tmp"
+        shutil.copy2(source, tmp, follow_symlinks=False)
+        os.replace(tmp, target)
+        source.unlink()
+        return
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()

@@ -23,8 +23,9 @@ from notifications import reports
 from worker import log
 from worker.errors import FileRejected
 from worker.intake import claim, complete, readers
+from worker.intake.names import safe_stem
 from worker.pipeline.kind import FileKind, Summary
-from worker.pipeline.results import error_doc, result_stem, write_json
+from worker.pipeline.results import RESULT_SUFFIXES, error_doc, result_stem, write_json
 from worker.pipeline.runtime import Runtime
 from worker.state import (
     RELEASED_STATES,
@@ -35,6 +36,7 @@ from worker.state import (
     chunks,
     files,
     outbox,
+    retries,
 )
 from worker.state.leases import Lease
 
@@ -60,6 +62,10 @@ def _logged(rt: Runtime, file_id: int, state: FileState, fields: Mapping[str, ob
 
 
 def _intake(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
+    moving = retries.pending(rt.store, file.id)
+    if moving is not None:
+        # A retry recorded, its requester gone before it moved the original back.
+        claim.finish_retry(rt.settings, rt.store, moving)
     path = Path(file.claimed_path)
     try:
         info = path.lstat()
@@ -212,7 +218,7 @@ def validated(rt: Runtime, file: File, kind: FileKind, summary: Summary) -> None
         base = kind.reserve(rt, conn, summary)
         files.transition(conn, file.id, FileState.VALIDATED, number_base=base, **counts)
         if msg is not None:
-            outbox.record(conn, f"file:{file.id}:validated", "validated", file.id, msg)
+            outbox.record(conn, _key(rt, file.id, "validated"), "validated", file.id, msg)
         # The results' name and the next stage go in the same transaction: two fewer
         # writes for each file, a fifth of them for a small one.
         if not file.result_name:
@@ -248,7 +254,7 @@ def _process(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
     with rt.store.atomic() as conn:
         files.transition(conn, file.id, FileState.PROCESSED, **done)
         if report is not None:
-            outbox.record(conn, f"file:{file.id}:processed", "processed", file.id, report)
+            outbox.record(conn, _key(rt, file.id, "processed"), "processed", file.id, report)
     _logged(rt, file.id, FileState.PROCESSED, {"created": created, "result_name": name})
     _cleanup(rt, file)
     rt.kick_mail()
@@ -281,9 +287,34 @@ def _choose_stem(rt: Runtime, conn: Connection, file: File) -> str:
     def taken(stem: str) -> bool:
         return files.result_name_taken(conn, stem)
 
-    stem = result_stem(rt.settings.outbox, file.name, file.id, taken)
+    tried = retries.count(rt.store, file.id)
+    if tried:
+        # Tried again: named apart from what its earlier runs wrote, which may be gone.
+        stem = retry_stem(rt.settings.outbox, file.name, file.id, tried, taken)
+    else:
+        stem = result_stem(rt.settings.outbox, file.name, file.id, taken)
     files.update(conn, file.id, result_name=stem)
     return stem
+
+
+def retry_stem(
+    folder: Path, name: str, file_id: int, tried: int, taken: Callable[[str], bool]
+) -> str:
+    """``<name>.retry<n>``, or ``<name>.<id>.retry<n>`` when another file's results
+    have that: the stem of a file's results the ``tried``-th time it is tried again."""
+    stem = ""
+    for tail in (f".retry{tried}", f".{file_id}.retry{tried}"):
+        reserve = len(tail.encode()) + max(len(s) for s in RESULT_SUFFIXES)
+        stem = safe_stem(name, reserve) + tail
+        if not taken(stem) and not any((folder / (stem + s)).exists() for s in RESULT_SUFFIXES):
+            break
+    return stem
+
+
+def _key(rt: Runtime, file_id: int, what: str) -> str:
+    """An email's outbox key: once per file, and once more for each time it is retried."""
+    tried = retries.count(rt.store, file_id)
+    return f"file:{file_id}:{what}" + (f":retry{tried}" if tried else "")
 
 
 def _move_original(rt: Runtime, file: File, folder: Path) -> Path:
@@ -341,7 +372,7 @@ def reject(rt: Runtime, file_id: int, why: FileRejected) -> None:
     )
     with rt.store.atomic() as conn:
         files.transition(conn, file_id, FileState.REJECTED, final_path=str(target))
-        outbox.record(conn, f"file:{file_id}:rejected", "rejected", file_id, msg)
+        outbox.record(conn, _key(rt, file_id, "rejected"), "rejected", file_id, msg)
     _logged(rt, file_id, FileState.REJECTED, {"error_code": why.code, "result_name": error_name})
     _cleanup(rt, file)
     rt.kick_mail()
@@ -427,7 +458,7 @@ def _stalled(rt: Runtime, file: File, exc: OSError) -> None:
     with contextlib.suppress(Exception):
         msg = reports.stalled(rt.envelope, _file_doc(file), state=file.state, error=str(exc))
         with rt.store.atomic() as conn:
-            outbox.record(conn, f"file:{file.id}:stalled", "stalled", file.id, msg)
+            outbox.record(conn, _key(rt, file.id, "stalled"), "stalled", file.id, msg)
         rt.kick_mail()
 
 

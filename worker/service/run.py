@@ -21,6 +21,7 @@ from dramatiq.brokers.redis import RedisBroker
 from worker import log, state
 from worker.delivery import customers as invoice_mail
 from worker.delivery import outbox, webhooks
+from worker.delivery.status import StatusWriter
 from worker.intake.sftp import SftpPoller
 from worker.intake.watcher import Watcher
 from worker.kinds import KINDS
@@ -169,6 +170,8 @@ def _serve(
     # Beside the watcher: it lands files in inbox/, whose orphaned claims the watcher's
     # first reconcile registers before the poller looks for them.
     poller = SftpPoller(settings, p.store, enqueue) if watch and settings.sftp_url else None
+    # Beside the watcher too: one process of a deployment writes them (a named lease).
+    status_writer = StatusWriter(settings, p.store) if watch else None
     try:
         if work and children and not stopper.event.is_set():
             extra = processes.start(settings, p.redis.url, worker_process)
@@ -186,6 +189,8 @@ def _serve(
         left = -1
         while not stopper.event.is_set():
             reconciled = watcher.step() if watcher else False
+            if status_writer and not once:
+                status_writer.step()
             if reconciled:
                 kick_mail_if_due(p.store)
                 kick_webhooks_if_due(p.store, settings)
@@ -208,6 +213,9 @@ def _serve(
                 watcher.idle()
             else:
                 stopper.event.wait(0.05)
+        if status_writer and once and not stopper.event.is_set():
+            # After the inbox is drained, before the upload: the file goes with the results.
+            status_writer.step(now=True)
         if poller and once and not stopper.event.is_set():
             poller.upload_once()
     finally:

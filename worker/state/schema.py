@@ -349,3 +349,61 @@ def m010_cancellations(db: sqlite_utils.Database) -> None:
         ALTER TABLE webhooks ADD COLUMN event TEXT NOT NULL DEFAULT 'invoice.paid';
         """
     )
+
+
+@migrations()
+def m011_status_files(db: sqlite_utils.Database) -> None:
+    """Status files and retries. A trigger records each status change of an invoice in
+    the transaction that makes it, whatever code makes it (payments, cancellations), as
+    it is then; a status file is recorded with the changes it takes before it is
+    written, so a crash rewrites the same file. A retry records the move of a rejected
+    original back to a claim folder with the state change, so a crash finishes it."""
+    db.executescript(
+        """
+        CREATE TABLE status_files (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            changes INTEGER NOT NULL,
+            recorded_at REAL NOT NULL,
+            written_at TEXT
+        );
+        CREATE TABLE status_changes (
+            id INTEGER PRIMARY KEY,
+            invoice_number INTEGER NOT NULL,
+            merchant_reference TEXT,
+            type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            amount INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            changed_at TEXT NOT NULL,
+            payment_reference TEXT,
+            batch_number INTEGER,
+            status_file INTEGER REFERENCES status_files(id)
+        );
+        CREATE INDEX status_changes_file ON status_changes(status_file);
+        CREATE TRIGGER invoices_status_changed AFTER UPDATE OF status ON invoices
+        WHEN NEW.status IS NOT OLD.status AND NEW.status IN ('PAID', 'CANCELLED')
+        BEGIN
+            INSERT INTO status_changes (invoice_number, merchant_reference, type, status,
+                amount, currency, changed_at, payment_reference, batch_number)
+            VALUES (NEW.invoice_number, NEW.merchant_reference, NEW.type, NEW.status,
+                NEW.amount, NEW.currency, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
+                CASE WHEN NEW.status = 'PAID' THEN coalesce(
+                    (SELECT payment_reference FROM payments
+                     WHERE invoice_number = NEW.invoice_number ORDER BY rowid DESC LIMIT 1),
+                    (SELECT payment_reference FROM payments
+                     WHERE invoice_number = NEW.batch_number ORDER BY rowid DESC LIMIT 1))
+                END,
+                NEW.batch_number);
+        END;
+        CREATE TABLE retries (
+            id INTEGER PRIMARY KEY,
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            requested_at TEXT NOT NULL,
+            moved_at TEXT
+        );
+        CREATE INDEX retries_file ON retries(file_id);
+        """
+    )

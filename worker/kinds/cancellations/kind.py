@@ -13,12 +13,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 import polars as pl
 
 from notifications import cancellation_reports
+from notifications.prepared import Prepared
 from rules import cancellations as rules
 from rules.columns import Context
 from worker.intake.readers import Signature, Table
@@ -121,7 +121,7 @@ class CancellationFiles(FileKind):
         columns = rules.CANCELLATION_COLUMNS
         return [c.name for c in columns], [c.example for c in columns]
 
-    def processing_report(self, rt: Runtime, file: File) -> EmailMessage:
+    def processing_report(self, rt: Runtime, file: File) -> Prepared:
         rejected = self._rejected(rt, file)
         batches, released = cancellations.batch_counts(rt.store, file.id)
         named = pl.coalesce("invoice_number", "merchant_reference").fill_null("-")
