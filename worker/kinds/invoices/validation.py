@@ -3,8 +3,10 @@
 A validated chunk is written to ``var/work/<file id>/chunk-NNNNN.parquet`` with
 every row's errors and, for valid rows, the normalised invoice fields, the
 row's ordinal among valid rows (its invoice number is the file's reserved base
-plus that ordinal) and its payment-link token. Processing and the results
-file read these chunks, so a restart never re-draws a token or a number.
+plus that ordinal) and its payment-link token. A row whose reference names an invoice
+with the same content (SPEC 13) is neither valid nor rejected: it keeps that invoice's
+number and link (``existing``, ``existing_link``) and no ordinal. Processing and the
+results file read these chunks, so a restart never re-draws a token or a number.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import pyarrow as pa
 
 from rules import values
 from rules.columns import Context
-from rules.invoices import COLUMN_NAMES
+from rules.invoices import COLUMN_NAMES, SAME_CONTENT, normalised, same_as_stored
 from rules.invoices import invoice_errors as errors_expr
 from worker.intake.readers import Table
 from worker.pipeline import chunks, frames
 from worker.pipeline.kind import Summary
 
 TOKEN_BYTES = 16  # 128 bits from the OS's CSPRNG
-ExistsCheck = Callable[[pl.Series], pl.Series]
+#: The invoices that have some of a chunk's references: ``merchant_reference``,
+#: ``invoice_number``, ``payment_link_url`` and the fields of ``SAME_CONTENT``; None when
+#: no invoice has any of them.
+ExistsCheck = Callable[[pl.Series], pl.DataFrame | None]
+#: Prefix of the stored invoice's fields, joined beside a chunk's rows.
+STORED = "_stored_"
 
 #: What a chunk file holds, in order.
 CHUNK_COLUMNS = (
@@ -50,6 +57,8 @@ CHUNK_COLUMNS = (
     "link_command",
     "return_url",
     "token",
+    "existing",
+    "existing_link",
 )
 
 
@@ -65,24 +74,20 @@ def tokens(count: int) -> pl.Series:
 
 def _normalised(ctx: Context) -> list[pl.Expr]:
     return [
-        pl.col("merchant_reference"),
         pl.col("amount").alias("amount_text"),
         pl.col("currency").alias("currency_text"),
-        values.amount(pl.col("amount")).alias("amount"),
-        pl.col("currency").str.to_uppercase().alias("currency"),
-        pl.col("language").str.to_lowercase().alias("language"),
-        pl.col("customer_email"),
-        pl.col("customer_name"),
-        pl.col("customer_phone"),
-        values.notification_type(pl.col("notification_type")).alias("notification_type"),
-        values.instant(pl.col("request_expiry_date"))
-        .dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .alias("expires_at"),
-        pl.col("order_description"),
-        pl.col("payment_account").fill_null(pl.lit(ctx.default_account, pl.String)),
-        pl.col("link_command"),
-        pl.col("return_url"),
+        *(expr.alias(name) for name, expr in normalised(ctx).items()),
     ]
+
+
+def with_existing(chunk: pl.DataFrame) -> pl.DataFrame:
+    """A chunk with ``existing`` and ``existing_link``, null when a version before them
+    (SPEC 13) wrote it: a file validated before an upgrade is processed after it."""
+    if "existing" in chunk.columns:
+        return chunk
+    return chunk.with_columns(
+        existing=pl.lit(None, pl.Int64), existing_link=pl.lit(None, pl.String)
+    )
 
 
 class SeenReferences:
@@ -154,8 +159,12 @@ def expressions(ctx: Context) -> tuple[pl.Expr, list[pl.Expr]]:
     return built
 
 
-#: A row with no error, once the rules have run.
-VALID = pl.col("errors") == ""
+#: A row with an error, once the rules have run.
+REJECTED = pl.col("errors") != ""
+#: A row naming an invoice with the same content: nothing to create (SPEC 13).
+EXISTS = pl.col("existing").is_not_null()
+#: A row with no error that names no invoice: one to create.
+VALID = ~REJECTED & ~EXISTS
 #: Chunks of this many rows or more are validated by polars' streaming engine.
 STREAMING_FROM_ROWS = 10_000
 #: Chunks under this many rows are validated without optimising the query plan.
@@ -183,7 +192,7 @@ class InvoiceValidator:
         seen_in_file = ~refs.is_first_distinct() | self.seen.met(refs)
         ordinal = VALID.cast(pl.Int64).cum_sum() - 1 + self.summary.valid
         checked = self.check(frame, seen_in_file, ordinal)
-        self.summary.count(checked)
+        self.summary.count(checked, REJECTED, exists_when=EXISTS)
         return checked
 
     def check(
@@ -196,23 +205,26 @@ class InvoiceValidator:
         """The rules over a prepared frame: ``seen_in_file`` marks references met earlier,
         ``ordinal`` numbers the valid rows; ``keep`` columns pass through, last."""
         refs = frame["merchant_reference"]
-        exists = self.exists(refs) if self.exists else pl.repeat(False, len(refs), eager=True)
+        stored = self.exists(refs) if self.exists else None
         valid = VALID
         # One lazy query, not eager steps: the optimiser then evaluates each shared
         # subexpression once (the expiry date is parsed by two rules and normalised,
         # the notification list is split by three), about 40% of validation time.
         query = frame.lazy().with_columns(
             _seen_in_file=seen_in_file.fill_null(False),
-            _exists=exists,
             _email_ok=values.email_ok(frame["customer_email"]),
         )
+        query = self._against(query, stored)
+        errors = pl.when(EXISTS).then(pl.lit("")).otherwise(self._errors).alias("errors")
         if self.errors_only:
             query = query.select(
-                "line_number", "merchant_reference", self._errors.alias("errors"), *keep
+                "line_number", "merchant_reference", errors, "existing", *keep
             ).with_columns(valid=valid)
         else:
             query = (
-                query.select("line_number", self._errors.alias("errors"), *self._normal, *keep)
+                query.select(
+                    "line_number", errors, *self._normal, "existing", "existing_link", *keep
+                )
                 .with_columns(
                     valid=valid,
                     ordinal=pl.when(valid).then(ordinal),
@@ -228,6 +240,35 @@ class InvoiceValidator:
         if len(frame) < STREAMING_FROM_ROWS:
             return query.collect(engine="in-memory")
         return query.collect(engine="streaming")
+
+    def _against(self, query: pl.LazyFrame, stored: pl.DataFrame | None) -> pl.LazyFrame:
+        """``query`` with the invoices that have its references: ``_exists`` where one has
+        other content (MERCHANT_REFERENCE_EXISTS), and where one has the same content and
+        the reference is the file's first, its number and link (``existing``, ...)."""
+        if stored is None or stored.is_empty():
+            return query.with_columns(
+                _exists=pl.lit(False),
+                existing=pl.lit(None, pl.Int64),
+                existing_link=pl.lit(None, pl.String),
+            )
+        invoices = stored.lazy().select(
+            "merchant_reference",
+            pl.col("invoice_number").alias("_number"),
+            pl.col("payment_link_url").alias("_link"),
+            *(pl.col(name).alias(STORED + name) for name in SAME_CONTENT),
+        )
+        taken = pl.col("_number").is_not_null()
+        same = taken & same_as_stored(self.ctx, lambda name: pl.col(STORED + name))
+        # A reference repeated in the file is a duplicate there, whatever its content.
+        first_same = same & ~pl.col("_seen_in_file")
+        return (
+            query.join(invoices, on="merchant_reference", how="left", maintain_order="left")
+            .with_columns(_exists=taken & ~same, _same=first_same)
+            .with_columns(
+                existing=pl.when("_same").then("_number"),
+                existing_link=pl.when("_same").then("_link"),
+            )
+        )
 
     def run(self, table: Table, chunk_rows: int) -> Iterator[pl.DataFrame]:
         """Validated chunks of a whole table; ``self.summary`` holds the totals after."""
@@ -280,7 +321,7 @@ def validate_many(files: list[Small], ctx: Context, exists: ExistsCheck | None) 
         chunks.clear(f.folder)
         chunk = parts.get((i,), empty)
         summary = Summary(unknown_columns=frames.unknown_columns(f.table, COLUMN_NAMES))
-        summary.count(chunk)
+        summary.count(chunk, REJECTED, exists_when=EXISTS)
         chunks.write(f.folder, 0, chunk)
         summaries.append(summary)
     return summaries
