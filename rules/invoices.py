@@ -15,7 +15,6 @@ import polars as pl
 from rules import values
 from rules.columns import Column, Context, Rule, col, errors_expr, not_in, not_matching
 
-
 #: How an invoice stores its expiry: the instant, in UTC, to the microsecond.
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 #: The only service command a row may have, so the one every invoice from a file had:
@@ -239,7 +238,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in INVOICE_COLUMNS if c.r
 def invoice_errors(ctx: Context) -> pl.Expr:
     """Every invoice column's code joined by ``;`` in column order; empty for a valid row."""
     return errors_expr(INVOICE_COLUMNS, ctx)
-
 
 
 def normalised(ctx: Context) -> dict[str, pl.Expr]:

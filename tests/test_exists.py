@@ -196,9 +196,7 @@ def test_a_file_with_too_many_errors_still_answers_its_existing_rows(
     assert invoice_count(store) == 2
 
 
-def test_a_reference_repeated_in_the_file_is_a_duplicate_after_its_existing_row(
-    pipeline, settings
-):
+def test_a_reference_repeated_in_the_file_is_a_duplicate_after_its_existing_row(pipeline, settings):
     run_file(pipeline, "first.csv", invoice_csv([row(1)]))
     second = run_file(pipeline, "second.csv", invoice_csv([row(1), row(1)]))
     results = results_of(settings, second)

@@ -181,9 +181,7 @@ def record_existing(conn: Connection, file_id: int, rows: pl.DataFrame) -> None:
     conn.executemany(_EXISTING, ((file_id, line, n) for line, n in rows.iter_rows()))
 
 
-def bound(
-    file_id: int, rows: pl.DataFrame, link_prefix: str, stamp: str, settle: Settle
-) -> Create:
+def bound(file_id: int, rows: pl.DataFrame, link_prefix: str, stamp: str, settle: Settle) -> Create:
     """Creates ``rows`` (of :data:`BOUND_COLUMNS`, in order) bound one row at a time."""
     insert = insert_sql(file_id, link_prefix, stamp)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 from rules.invoices import INVOICE_COLUMNS
 from worker.errors import FileRejected
 from worker.intake.readers import Table
