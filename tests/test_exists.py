@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 from helpers import cli, future, invoice_csv, invoice_row, read_results, run_file
 
+from rules.columns import Context
 from worker.intake.readers import open_table
 from worker.kinds import KINDS
 from worker.kinds.context import rules_context
 from worker.kinds.invoices.processing import existing_invoices, process_chunk
 from worker.kinds.invoices.validation import validate_to
 from worker.pipeline.chunks import path as chunk_path
+from worker.pipeline.chunks import read as read_chunk
 from worker.pipeline.stages import approve
 from worker.state import Store
 
@@ -23,6 +27,7 @@ EXISTS_ERRORS = "MERCHANT_REFERENCE_EXISTS(merchant_reference)"
 #: One expiry for every row here: ``future()`` moves with the clock, and a row written a
 #: second later would differ from its first sending.
 EXPIRY = future(60)
+YEAR = timedelta(days=366)
 
 
 def row(n: int, **fields: str) -> dict[str, str]:
@@ -135,6 +140,17 @@ def test_a_row_is_the_same_after_the_rules_normalisation(pipeline, settings):
     assert (after["amount"], after["currency"]) == ("10000", "USD")
 
 
+def test_a_blank_account_is_the_same_as_the_default_account_it_stands_for(make_pipeline, settings):
+    # Given an invoice made from a row with a blank account, the default one configured
+    h = make_pipeline(settings.with_(accounts={"ACC-1": "USD"}, default_account="ACC-1"))
+    first = run_file(h, "blank.csv", invoice_csv([row(1, payment_account="")]))
+    # When the row comes again naming the default account
+    second = run_file(h, "named.csv", invoice_csv([row(1, payment_account="ACC-1")]))
+    # Then it is the same invoice
+    [before], [after] = results_of(settings, first), results_of(settings, second)
+    assert (after["status"], after["invoice_number"]) == ("EXISTS", before["invoice_number"])
+
+
 @pytest.mark.parametrize(
     ("column", "value"),
     [
@@ -240,18 +256,36 @@ def write_path(request, monkeypatch) -> str:
     return request.param
 
 
-def validated(tmp_path: Path, store: Store, name: str, rows: list[dict[str, str]]) -> Path:
+def validated(
+    tmp_path: Path, store: Store, name: str, rows: list[dict[str, str]], ctx: Context | None = None
+) -> Path:
     source = tmp_path / name
     source.write_text(invoice_csv(rows))
     folder = tmp_path / f"{name}.work"
     validate_to(
         open_table(source, folder, KINDS.signatures),
-        rules_context((), {}, None),
+        ctx or rules_context((), {}, None),
         folder,
         100,
         existing_invoices(store),
     )
     return folder
+
+
+def test_an_existing_row_is_not_checked_again_once_its_expiry_has_passed(
+    store: Store, tmp_path: Path
+):
+    # Given an invoice made from a row
+    made = validated(tmp_path, store, "made.csv", [row(1)])
+    assert process_chunk(store, 1, 0, chunk_path(made, 0), 100, LINK) == 1
+    # When the row comes again after its expiry (and a new row that expired too)
+    later = dataclasses.replace(rules_context((), {}, None), now=datetime.now(UTC) + YEAR)
+    again = validated(tmp_path, store, "again.csv", [row(1), row(2)], later)
+    # Then it is the invoice that exists, and only the new row is EXPIRY_IN_PAST
+    chunk = read_chunk(chunk_path(again, 0))
+    assert chunk["existing"].to_list() == [100, None]
+    assert chunk["errors"].to_list() == ["", "EXPIRY_IN_PAST(request_expiry_date)"]
+    assert chunk["valid"].to_list() == [False, False]
 
 
 def test_existing_rows_commit_with_their_chunk_once_however_often_it_runs(
