@@ -15,7 +15,8 @@ from rules.columns import Context
 from worker.intake.readers import open_table
 from worker.kinds import KINDS
 from worker.kinds.context import rules_context
-from worker.kinds.invoices.processing import existing_invoices, process_chunk
+from worker.kinds.invoices.existing import existing_invoices
+from worker.kinds.invoices.processing import process_chunk
 from worker.kinds.invoices.validation import validate_to
 from worker.pipeline.chunks import path as chunk_path
 from worker.pipeline.chunks import read as read_chunk
@@ -243,6 +244,7 @@ def test_a_reference_invoiced_between_validation_and_processing_is_settled_at_pr
     assert results[0]["payment_link_url"] == theirs_results[0]["payment_link_url"]
     assert results[1]["errors"] == EXISTS_ERRORS
     assert (files[1].created, files[1].existing) == (1, 1)
+    h.wait_mail()
     [processed] = [m for m in eml(settings, "processed") if "ours.csv" in m["Subject"]]
     assert "1 invoice created, 1 already exists, 1 row rejected" in processed["Subject"]
 

@@ -6,7 +6,7 @@ from rules.invoices import INVOICE_COLUMNS
 from worker.errors import FileRejected
 from worker.intake.readers import Table
 from worker.kinds import context
-from worker.kinds.invoices.processing import existing_invoices
+from worker.kinds.invoices.existing import existing_invoices
 from worker.kinds.invoices.validation import REJECTED, InvoiceValidator
 from worker.pipeline.check import Report
 from worker.settings import Settings

@@ -16,9 +16,9 @@ from rules.invoices import INVOICE_COLUMNS, REQUIRED_COLUMNS
 from worker.errors import StateError
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
-from worker.kinds.invoices import check, processing, validation
+from worker.kinds.invoices import check, existing, processing, validation
+from worker.kinds.invoices.existing import with_existing
 from worker.kinds.invoices.results import INVOICE_RESULT_COLUMNS, invoice_result_rows
-from worker.kinds.invoices.validation import with_existing
 from worker.pipeline import chunks
 from worker.pipeline.check import Report
 from worker.pipeline.kind import FileKind, SmallFile, Summary
@@ -50,14 +50,14 @@ class InvoiceFiles(FileKind):
         return context.for_settings(rt.settings)
 
     def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
-        exists = processing.existing_invoices(rt.store)
+        exists = existing.existing_invoices(rt.store)
         return validation.validate_to(
             table, self.context(rt), rt.work(file), rt.settings.chunk_rows, exists
         )
 
     def validate_many(self, rt: Runtime, small_files: list[SmallFile]) -> list[Summary]:
         """Files of one chunk each (``raw``, read from ``table``), validated together."""
-        exists = processing.existing_invoices(rt.store)
+        exists = existing.existing_invoices(rt.store)
         small = [validation.Small(table, raw, rt.work(file)) for file, table, raw in small_files]
         return validation.validate_many(small, self.context(rt), exists)
 
@@ -93,11 +93,11 @@ class InvoiceFiles(FileKind):
         base = file.number_base if created else None
         link = rt.settings.payment_link_base
         # Processed, its existing rows are recorded (with those found at processing).
-        existing = invoice_table.existing_rows(rt.store, file.id) if created else None
+        found = invoice_table.existing_rows(rt.store, file.id) if created else None
 
         def frames() -> Iterator[pl.DataFrame]:
             for _, chunk in chunks.read_all(rt.work(file)):
-                yield invoice_result_rows(with_existing(chunk), base, link, late, existing)
+                yield invoice_result_rows(with_existing(chunk), base, link, late, found)
 
         write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import polars as pl
 
-from rules.invoices import SAME_CONTENT, same_content
-from worker.kinds.invoices.validation import STORED, ExistsCheck, with_existing
+from worker.kinds.invoices.existing import settle, with_existing
 from worker.kinds.links import link_prefix
 from worker.pipeline import chunks
-from worker.state import Connection, Store, staging
+from worker.state import Store, staging
 from worker.state import chunks as done_marks
 from worker.state import invoices as invoice_table
 from worker.state.files import now_iso
@@ -122,33 +121,3 @@ def _create(
     with staging.attached(store.conn, prepared.rows) as name:
         create = invoice_table.staged(file_id, name, prefix, stamp, settle)
         return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
-
-
-def settle(conn: Connection, rows: pl.DataFrame) -> pl.DataFrame:
-    """Of ``rows`` (normalised invoice rows) whose references were invoiced after they
-    were validated, the invoice each is the same as (SPEC 13); null where it differs."""
-    invoices = invoice_table.stored(
-        conn, rows["merchant_reference"].unique().to_list(), SAME_CONTENT
-    ).select(
-        "merchant_reference",
-        pl.col("invoice_number").alias("_number"),
-        *(pl.col(name).alias(STORED + name) for name in SAME_CONTENT),
-    )
-    same = pl.col("_number").is_not_null() & same_content(
-        pl.col, lambda name: pl.col(STORED + name)
-    )
-    return rows.join(invoices, on="merchant_reference", how="left", maintain_order="left").select(
-        "line_number", pl.when(same).then("_number").alias("invoice_number")
-    )
-
-
-def existing_invoices(store: Store) -> ExistsCheck:
-    """A check for the validator: the invoices that have some of a chunk's references."""
-
-    def check(refs: pl.Series) -> pl.DataFrame | None:
-        if not invoice_table.any_referenced(store):
-            return None
-        wanted = refs.drop_nulls().unique().to_list()
-        return invoice_table.stored(store.conn, wanted, SAME_CONTENT)
-
-    return check

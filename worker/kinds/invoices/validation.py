@@ -12,7 +12,7 @@ results file read these chunks, so a restart never re-draws a token or a number.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +21,14 @@ import pyarrow as pa
 
 from rules import values
 from rules.columns import Context
-from rules.invoices import COLUMN_NAMES, SAME_CONTENT, normalised, same_as_stored
+from rules.invoices import COLUMN_NAMES, normalised
 from rules.invoices import invoice_errors as errors_expr
 from worker.intake.readers import Table
+from worker.kinds.invoices.existing import ExistsCheck, against
 from worker.pipeline import chunks, frames
 from worker.pipeline.kind import Summary
 
 TOKEN_BYTES = 16  # 128 bits from the OS's CSPRNG
-#: The invoices that have some of a chunk's references: ``merchant_reference``,
-#: ``invoice_number``, ``payment_link_url`` and the fields of ``SAME_CONTENT``; None when
-#: no invoice has any of them.
-ExistsCheck = Callable[[pl.Series], pl.DataFrame | None]
-#: Prefix of the stored invoice's fields, joined beside a chunk's rows.
-STORED = "_stored_"
 
 #: What a chunk file holds, in order.
 CHUNK_COLUMNS = (
@@ -78,16 +73,6 @@ def _normalised(ctx: Context) -> list[pl.Expr]:
         pl.col("currency").alias("currency_text"),
         *(expr.alias(name) for name, expr in normalised(ctx).items()),
     ]
-
-
-def with_existing(chunk: pl.DataFrame) -> pl.DataFrame:
-    """A chunk with ``existing`` and ``existing_link``, null when a version before them
-    (SPEC 13) wrote it: a file validated before an upgrade is processed after it."""
-    if "existing" in chunk.columns:
-        return chunk
-    return chunk.with_columns(
-        existing=pl.lit(None, pl.Int64), existing_link=pl.lit(None, pl.String)
-    )
 
 
 class SeenReferences:
@@ -214,7 +199,7 @@ class InvoiceValidator:
             _seen_in_file=seen_in_file.fill_null(False),
             _email_ok=values.email_ok(frame["customer_email"]),
         )
-        query = self._against(query, stored)
+        query = against(query, stored, self.ctx)
         errors = pl.when(EXISTS).then(pl.lit("")).otherwise(self._errors).alias("errors")
         if self.errors_only:
             query = query.select(
@@ -240,35 +225,6 @@ class InvoiceValidator:
         if len(frame) < STREAMING_FROM_ROWS:
             return query.collect(engine="in-memory")
         return query.collect(engine="streaming")
-
-    def _against(self, query: pl.LazyFrame, stored: pl.DataFrame | None) -> pl.LazyFrame:
-        """``query`` with the invoices that have its references: ``_exists`` where one has
-        other content (MERCHANT_REFERENCE_EXISTS), and where one has the same content and
-        the reference is the file's first, its number and link (``existing``, ...)."""
-        if stored is None or stored.is_empty():
-            return query.with_columns(
-                _exists=pl.lit(False),
-                existing=pl.lit(None, pl.Int64),
-                existing_link=pl.lit(None, pl.String),
-            )
-        invoices = stored.lazy().select(
-            "merchant_reference",
-            pl.col("invoice_number").alias("_number"),
-            pl.col("payment_link_url").alias("_link"),
-            *(pl.col(name).alias(STORED + name) for name in SAME_CONTENT),
-        )
-        taken = pl.col("_number").is_not_null()
-        same = taken & same_as_stored(self.ctx, lambda name: pl.col(STORED + name))
-        # A reference repeated in the file is a duplicate there, whatever its content.
-        first_same = same & ~pl.col("_seen_in_file")
-        return (
-            query.join(invoices, on="merchant_reference", how="left", maintain_order="left")
-            .with_columns(_exists=taken & ~same, _same=first_same)
-            .with_columns(
-                existing=pl.when("_same").then("_number"),
-                existing_link=pl.when("_same").then("_link"),
-            )
-        )
 
     def run(self, table: Table, chunk_rows: int) -> Iterator[pl.DataFrame]:
         """Validated chunks of a whole table; ``self.summary`` holds the totals after."""
