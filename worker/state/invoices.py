@@ -124,7 +124,8 @@ def insert_select_sql(file_id: int, link_prefix: str, stamp: str, table: str) ->
 
 
 def _matching(conn: Connection, refs: list[str], columns: tuple[str, ...]) -> list[tuple]:
-    """``columns`` of the invoices whose reference is one of ``refs``."""
+    """``columns`` of the invoices whose reference is one of ``refs``, once each."""
+    refs = list(dict.fromkeys(refs))
     if not refs:
         return []
     unknown = set(columns) - {*INSERT_COLUMNS, "invoice_number"}
