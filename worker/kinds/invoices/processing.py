@@ -2,7 +2,8 @@
 
 A chunk's invoices and the row saying the chunk is done commit together, so a
 crash leaves either both or neither, and a re-run skips what is done. Numbers
-and tokens come from the chunk file, so a re-run creates the same invoices.
+and tokens come from the chunk file, so a re-run creates the same invoices. The rows
+that name an invoice with the same content (SPEC 13) are recorded with them.
 The SQL is in :mod:`worker.state.invoices`; this module prepares the rows.
 """
 
@@ -12,11 +13,12 @@ import contextlib
 import secrets
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from worker.kinds.invoices.validation import ExistsCheck
+from worker.kinds.invoices.existing import settle, with_existing
 from worker.kinds.links import link_prefix
 from worker.pipeline import chunks
 from worker.state import Store, staging
@@ -71,50 +73,51 @@ def process_chunks(
             _discard(pending)
 
 
-def _discard(pending: Future[pl.DataFrame | Path]) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """A chunk ready to commit: its invoices' rows (in memory, or a staging file if many)
+    and its rows naming an invoice with the same content (``line_number``,
+    ``invoice_number``)."""
+
+    rows: pl.DataFrame | Path
+    existing: pl.DataFrame
+
+
+def _discard(pending: Future[Prepared]) -> None:
     if pending.cancel():
         return
     with contextlib.suppress(BaseException):
         prepared = pending.result()
-        if isinstance(prepared, Path):
-            prepared.unlink(missing_ok=True)
+        if isinstance(prepared.rows, Path):
+            prepared.rows.unlink(missing_ok=True)
 
 
-def _prepare(path: Path, number_base: int) -> pl.DataFrame | Path:
-    """A chunk's valid rows as ``invoices`` rows: in memory, or in a staging file if many."""
-    chunk = chunks.read(path, ["valid", "ordinal", *invoice_table.BOUND_COLUMNS[1:]])
+def _prepare(path: Path, number_base: int) -> Prepared:
+    """A chunk's valid rows as ``invoices`` rows, and its existing rows."""
+    chunk = with_existing(chunks.read(path))
+    existing = chunk.filter(pl.col("existing").is_not_null()).select(
+        "line_number", pl.col("existing").alias("invoice_number")
+    )
     rows = chunk.filter(pl.col("valid")).select(
         (pl.col("ordinal") + number_base).alias("invoice_number"), *invoice_table.BOUND_COLUMNS[1:]
     )
     if len(rows) < staging.STAGE_MIN_ROWS:
-        return rows
+        return Prepared(rows, existing)
     # A name of its own: a delivery that took over an expired lease must not share it.
     stage = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.stage.db")
     staging.write(rows, stage)
-    return stage
+    return Prepared(stage, existing)
 
 
 def _create(
-    store: Store, file_id: int, index: int, prepared: pl.DataFrame | Path, link_base: str
+    store: Store, file_id: int, index: int, prepared: Prepared, link_base: str
 ) -> int | None:
     """Commit a prepared chunk: rows bound one by one, or its staging file (then deleted)."""
     stamp = now_iso()
     prefix = link_prefix(link_base)
-    if isinstance(prepared, pl.DataFrame):
-        create = invoice_table.bound(file_id, prepared, prefix, stamp)
-        return invoice_table.commit_chunk(store, file_id, index, create)
-    with staging.attached(store.conn, prepared) as name:
-        create = invoice_table.staged(file_id, name, prefix, stamp)
-        return invoice_table.commit_chunk(store, file_id, index, create)
-
-
-def existing_references(store: Store) -> ExistsCheck:
-    """A check for the validator: which of a chunk's references are already invoiced."""
-
-    def check(refs: pl.Series) -> pl.Series:
-        if not invoice_table.any_referenced(store):
-            return pl.repeat(False, len(refs), eager=True)
-        taken = invoice_table.taken(store.conn, refs.drop_nulls().unique().to_list())
-        return refs.is_in(list(taken)).fill_null(False)
-
-    return check
+    if isinstance(prepared.rows, pl.DataFrame):
+        create = invoice_table.bound(file_id, prepared.rows, prefix, stamp, settle)
+        return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
+    with staging.attached(store.conn, prepared.rows) as name:
+        create = invoice_table.staged(file_id, name, prefix, stamp, settle)
+        return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
