@@ -5,67 +5,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import polars as pl
 import pytest
-from helpers import cli, cli_env, future, invoice_csv, invoice_row, read_results
+from helpers import (
+    big_invoice_file,
+    cli,
+    db,
+    invoice_csv,
+    invoice_row,
+    read_results,
+    start,
+    wait_for,
+)
 
 from worker.state import File
-
-
-def big_invoice_file(path: Path, rows: int, bad_every: int = 100) -> int:
-    """A file of ``rows`` invoices where every ``bad_every``-th amount is bad; returns the
-    number of valid rows."""
-    n = pl.col("n")
-    frame = pl.DataFrame({"n": pl.int_range(1, rows + 1, eager=True)}).select(
-        service_command=pl.lit("PAYMENT_LINK"),
-        merchant_reference=pl.lit("REF-") + n.cast(pl.String).str.zfill(7),
-        amount=pl.when(n % bad_every == 0)
-        .then(pl.lit("1.5"))
-        .otherwise((n * 7 % 100000 + 1).cast(pl.String)),
-        currency=pl.lit("USD"),
-        language=pl.lit("en"),
-        customer_email=pl.lit("c") + n.cast(pl.String) + "@example.com",
-        request_expiry_date=pl.lit(future()),
-        notification_type=pl.lit("NONE"),
-    )
-    frame.write_csv(path)
-    return rows - rows // bad_every
-
-
-def db(home: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(home / "var" / "state.db")
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def start(home: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "run", *args],
-        env=cli_env(home, **env),
-        cwd=home,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(check, timeout: float = 60, every: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except sqlite3.OperationalError:
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture

@@ -93,4 +93,5 @@ def test_a_database_is_migrated_once_however_often_it_is_opened(tmp_path: Path):
         "m010_cancellations",
         "m011_status_files",
         "m012_existing_rows",
+        "m013_decided_chunks",
     ]

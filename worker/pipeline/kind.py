@@ -21,6 +21,7 @@ import polars as pl
 
 from notifications.prepared import Prepared
 from worker.intake.readers import Signature, Table
+from worker.pipeline import chunks
 from worker.pipeline.check import Report
 from worker.settings import Settings
 from worker.state import Connection, File, Store
@@ -110,6 +111,18 @@ class FileKind:
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
         """Called to apply the valid rows; each unit of work commits with its done-mark."""
+
+    def work_lost(self, rt: Runtime, file: File) -> bool:
+        """Called before processing: whether what ``validate`` kept under ``rt.work(file)``
+        is gone (the host that validated the file died, and its ``var/`` with it)."""
+        return len(chunks.paths(rt.work(file))) < (file.chunks or 0)
+
+    def forget(self, rt: Runtime, conn: Connection, file: File) -> int:
+        """Called in a transaction when the file is validated again because its work was
+        lost: undo what processing made that validating again would not give back.
+        Returns how many rows were undone. The default keeps everything: the kinds whose
+        chunks are decided against the state store each decision with its done mark."""
+        return 0
 
     def processed_counts(self, rt: Runtime, file: File) -> dict[str, int]:
         """Called once the file's rows are applied: counts to record on the file beside

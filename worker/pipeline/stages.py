@@ -24,6 +24,7 @@ from worker import log
 from worker.errors import FileRejected
 from worker.intake import claim, complete, readers
 from worker.intake.names import safe_stem
+from worker.pipeline import remake
 from worker.pipeline.kind import FileKind, Summary
 from worker.pipeline.results import RESULT_SUFFIXES, error_doc, result_stem, write_json
 from worker.pipeline.runtime import Runtime
@@ -256,6 +257,9 @@ def _release(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
 def _process(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
     kind = rt.kinds.get(file.kind)
     assert kind is not None, file.kind
+    if kind.work_lost(rt, file):
+        remake.validate_again(rt, file, kind)
+        return
     kind.process(rt, file, renew)
     file = files.get(rt.store, file.id)
     name = _result_stem(rt, file) + kind.result_suffix

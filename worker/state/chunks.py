@@ -28,3 +28,9 @@ def created(store: Store, file_id: int) -> int:
     """What the file's chunks created (or applied) in all."""
     sql = "SELECT coalesce(sum(created), 0) FROM chunks WHERE file_id = ?"
     return int(store.value(sql, (file_id,)))
+
+
+def forget(conn: Connection, file_id: int) -> int:
+    """Drop the file's done marks, in the caller's transaction that also drops what they
+    made (a file made again from its original); returns how many there were."""
+    return int(conn.execute("DELETE FROM chunks WHERE file_id = ?", (file_id,)).rowcount)

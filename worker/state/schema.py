@@ -427,3 +427,21 @@ def m012_existing_rows(db: sqlite_utils.Database) -> None:
         ALTER TABLE files ADD COLUMN existing INTEGER;
         """
     )
+
+
+@migrations()
+def m013_decided_chunks(db: sqlite_utils.Database) -> None:
+    """A payment or cancellation chunk's decisions (its result rows, as Arrow IPC) are
+    stored with its done mark, in its transaction, rather than beside its chunk under
+    ``var/``: a host that dies mid-file takes its ``var/`` with it, and the host that
+    finishes the file must still tell what each applied row became."""
+    db.executescript(
+        """
+        CREATE TABLE decided_chunks (
+            file_id INTEGER NOT NULL,
+            chunk INTEGER NOT NULL,
+            results BLOB NOT NULL,
+            PRIMARY KEY (file_id, chunk)
+        );
+        """
+    )

@@ -56,6 +56,10 @@ class BatchFiles(FileKind):
         # Every request goes on to processing: whether it can be created is decided there.
         return Summary(rows=len(requests), valid=len(requests), chunks=1)
 
+    def work_lost(self, rt: Runtime, file: File) -> bool:
+        # Each request is decided with its done mark: reading them again loses nothing.
+        return not batching.saved(rt.work(file))
+
     def reserve(self, rt: Runtime, conn: Connection, summary: Summary) -> int | None:
         # A batch's number is reserved in the transaction that creates it: no gaps.
         return None

@@ -170,6 +170,10 @@ def save(folder: Path, requests: list[Parsed]) -> None:
     tmp.replace(folder / "requests.json")
 
 
+def saved(folder: Path) -> bool:
+    return (folder / "requests.json").exists()
+
+
 def load(folder: Path) -> list[Parsed]:
     docs = json.loads((folder / "requests.json").read_text("utf-8"))
     return [Parsed.from_doc(d) for d in docs]

@@ -24,14 +24,13 @@ from rules.columns import Context
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.cancellations import cancelling, check
-from worker.pipeline import chunks
+from worker.pipeline import chunks, deciding
 from worker.pipeline.check import Report
 from worker.pipeline.kind import FileKind, Summary
 from worker.pipeline.results import formula_safe, write_csv_frames
 from worker.pipeline.runtime import Runtime
 from worker.settings import Settings
-from worker.state import File, Store, cancellations, files
-from worker.state import chunks as done
+from worker.state import Connection, File, Store, cancellations
 from worker.state.files import now_iso
 
 FIRST_ROWS = 20
@@ -60,38 +59,26 @@ class CancellationFiles(FileKind):
 
     def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
         folder = rt.work(file)
-        # An earlier try's chunks and decisions go: the decisions were of those chunks.
+        # An earlier try's chunks go. Its decisions stay: they are stored with the done
+        # marks of the chunks they applied, which validating again makes the same.
         chunks.clear(folder, "chunk")
-        chunks.clear(folder, "decided")
         validator = cancelling.CancellationValidator(self.context(rt))
         for index, chunk in enumerate(validator.run(table, rt.settings.chunk_rows)):
             chunks.write(folder, index, chunk, "chunk")
         return validator.summary
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
-        folder, file_id = rt.work(file), file.id
-        for index, path in chunks.paths(folder, "chunk"):
-            if done.is_done(rt.store.conn, file_id, index):
-                continue
-            chunk = chunks.read(path)
-            with rt.store.atomic() as conn:
-                # Read again under the write lock: another run may have applied it since.
-                if done.is_done(conn, file_id, index):
-                    continue
-                invoices, here = cancelling.state(conn, chunk, file_id)
-                decided = cancelling.decide(chunk, invoices, here, self.context(rt))
-                chunks.write(folder, index, cancelling.results(decided), "decided")
-                applied = cancelling.apply(conn, file_id, decided, now_iso())
-                done.mark_done(conn, file_id, index, applied)
-            rt.kick_webhooks()
-            renew()
-        applied = done.created(rt.store, file_id)
-        with rt.store.atomic() as conn:
-            files.update(conn, file_id, valid=applied, rejected=(file.rows or 0) - applied)
+        ctx = self.context(rt)
+
+        def step(conn: Connection, chunk: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+            invoices, here = cancelling.state(conn, chunk, file.id)
+            decided = cancelling.decide(chunk, invoices, here, ctx)
+            return cancelling.results(decided), cancelling.apply(conn, file.id, decided, now_iso())
+
+        deciding.apply_chunks(rt, file, renew, step)
 
     def _decided(self, rt: Runtime, file: File) -> Iterator[pl.DataFrame]:
-        for _, decided in chunks.read_all(rt.work(file), "decided"):
-            yield decided
+        return deciding.results(rt, file)
 
     def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
         safe = [formula_safe(pl.col(c)).alias(c) for c in TEXT_COLUMNS]
@@ -99,10 +86,7 @@ class CancellationFiles(FileKind):
         write_csv_frames(target, frames, cancelling.RESULT_COLUMNS)
 
     def _rejected(self, rt: Runtime, file: File) -> pl.DataFrame:
-        parts = [d.filter(pl.col("status") == "REJECTED") for d in self._decided(rt, file)]
-        if parts:
-            return pl.concat(parts)
-        return pl.DataFrame(schema={c: pl.String for c in cancelling.RESULT_COLUMNS})
+        return deciding.rejected(rt, file, cancelling.RESULT_COLUMNS)
 
     def errors_csv(self, rt: Runtime, file: File) -> bytes | None:
         rejected = self._rejected(rt, file)

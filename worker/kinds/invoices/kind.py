@@ -25,7 +25,7 @@ from worker.pipeline.kind import FileKind, SmallFile, Summary
 from worker.pipeline.results import formula_safe, write_csv_frames
 from worker.pipeline.runtime import Runtime
 from worker.settings import Settings
-from worker.state import Connection, File, Store, numbers
+from worker.state import Connection, File, Store, numbers, remade
 from worker.state import invoices as invoice_table
 
 #: Created invoices above which the processing report sums chunk files, not the database.
@@ -76,6 +76,11 @@ class InvoiceFiles(FileKind):
             rt.settings.payment_link_base,
             renew,
         )
+
+    def forget(self, rt: Runtime, conn: Connection, file: File) -> int:
+        # Validating again draws new tokens, so the invoices the lost chunks made go:
+        # nobody has their links yet (the results file comes once all are made).
+        return remade.forget_invoices(conn, file.id)
 
     def processed_counts(self, rt: Runtime, file: File) -> dict[str, int]:
         # Those found at validation and at processing (the same as an invoice made since).

@@ -23,14 +23,13 @@ from rules.payments import PAYMENT_COLUMNS
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.payments import check, paying
-from worker.pipeline import chunks
+from worker.pipeline import chunks, deciding
 from worker.pipeline.check import Report
 from worker.pipeline.kind import FileKind, Summary
 from worker.pipeline.results import formula_safe, write_csv_frames
 from worker.pipeline.runtime import Runtime
 from worker.settings import Settings
-from worker.state import Connection, File, Store, files, payments
-from worker.state import chunks as done
+from worker.state import Connection, File, Store, payments
 
 FIRST_ROWS = 20
 
@@ -53,9 +52,9 @@ class PaymentFiles(FileKind):
 
     def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
         folder = rt.work(file)
-        # An earlier try's chunks and decisions go: the decisions were of those chunks.
+        # An earlier try's chunks go. Its decisions stay: they are stored with the done
+        # marks of the chunks they applied, which validating again makes the same.
         chunks.clear(folder, "chunk")
-        chunks.clear(folder, "decided")
         validator = paying.PaymentValidator(self.context(rt))
         for index, chunk in enumerate(validator.run(table, rt.settings.chunk_rows)):
             chunks.write(folder, index, chunk, "chunk")
@@ -65,30 +64,17 @@ class PaymentFiles(FileKind):
         return None
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
-        folder, file_id = rt.work(file), file.id
-        for index, path in chunks.paths(folder, "chunk"):
-            if done.is_done(rt.store.conn, file_id, index):
-                continue
-            chunk = chunks.read(path)
-            with rt.store.atomic() as conn:
-                # Read again under the write lock: another run may have applied it since.
-                if done.is_done(conn, file_id, index):
-                    continue
-                ctx = self.context(rt)
-                invoices, used = paying.state(conn, chunk)
-                decided = paying.decide(chunk, invoices, used, ctx)
-                chunks.write(folder, index, paying.results(decided), "decided")
-                applied = paying.apply(conn, file_id, decided, ctx)
-                done.mark_done(conn, file_id, index, applied)
-            rt.kick_webhooks()
-            renew()
-        applied = done.created(rt.store, file_id)
-        with rt.store.atomic() as conn:
-            files.update(conn, file_id, valid=applied, rejected=(file.rows or 0) - applied)
+        ctx = self.context(rt)
+
+        def step(conn: Connection, chunk: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+            invoices, used = paying.state(conn, chunk)
+            decided = paying.decide(chunk, invoices, used, ctx)
+            return paying.results(decided), paying.apply(conn, file.id, decided, ctx)
+
+        deciding.apply_chunks(rt, file, renew, step)
 
     def _decided(self, rt: Runtime, file: File) -> Iterator[pl.DataFrame]:
-        for _, decided in chunks.read_all(rt.work(file), "decided"):
-            yield decided
+        return deciding.results(rt, file)
 
     def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
         safe = [formula_safe(pl.col(c)).alias(c) for c in ("payment_reference", "invoice_number")]
@@ -96,10 +82,7 @@ class PaymentFiles(FileKind):
         write_csv_frames(target, frames, paying.RESULT_COLUMNS)
 
     def _rejected(self, rt: Runtime, file: File) -> pl.DataFrame:
-        parts = [d.filter(pl.col("status") == "REJECTED") for d in self._decided(rt, file)]
-        if parts:
-            return pl.concat(parts)
-        return pl.DataFrame(schema={c: pl.String for c in paying.RESULT_COLUMNS})
+        return deciding.rejected(rt, file, paying.RESULT_COLUMNS)
 
     def errors_csv(self, rt: Runtime, file: File) -> bytes | None:
         rejected = self._rejected(rt, file)
