@@ -1,11 +1,19 @@
-"""Fixtures: a real Redis (the embedded redis-server), a real dramatiq worker, real
-files in ``tmp_path``, and the real ``invoice-worker`` process for CLI tests."""
+"""Fixtures: a real Redis (the embedded redis-server), a real PostgreSQL (pgserver), a
+real dramatiq worker, real files in ``tmp_path``, and the real ``invoice-worker`` process
+for CLI tests.
+
+A test module marked ``pytestmark = pytest.mark.backends`` runs each of its tests that
+use ``store`` (or ``settings``) twice: on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +26,21 @@ from helpers import WEBHOOK_SECRET, cli_env, drop, wait_files
 from mailserver import MailServer
 from sshd import Mount, Sshd, require_tools
 
-from worker import log
+from worker import log, state
 from worker.intake.watcher import Watcher
 from worker.kinds import KINDS
 from worker.pipeline.runtime import Runtime
 from worker.service import broker as broker_module
 from worker.service.redis import EmbeddedRedis
 from worker.settings import Settings, load
-from worker.state import File, SQLiteStore, Store
+from worker.state import File, Store
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,6 +57,54 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The state's backend: SQLite, unless the module is marked ``backends``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One real PostgreSQL (pgserver's) for the session, on a Unix socket in its folder."""
+    import pgserver
+
+    # pgserver logs each command it runs at INFO, and once more at exit, after pytest
+    # closed the stream.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # Not under pytest's own temporary folder: that is the owner's only, and pgserver runs
+    # the server as a user of its own when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="invoice-worker-pg-"))
+    folder.chmod(0o755)
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+def _psql(server: Any, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str | None]:
+    """None on SQLite; on PostgreSQL the URL of a new, empty database of its own."""
+    if backend == "sqlite":
+        yield None
+        return
+    server = request.getfixturevalue("postgres")
+    name = f"test_{next(_databases)}"
+    _psql(server, f"CREATE DATABASE {name}")
+    yield server.get_uri(name)
+    # FORCE: connections a test's threads left open go with it.
+    _psql(server, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def smtp() -> Iterator[MailServer]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1, recording what it accepts."""
     server = MailServer().start()
@@ -50,10 +113,16 @@ def smtp() -> Iterator[MailServer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
     home = tmp_path / "home"
     s = load(
-        env={}, home=home, settle_seconds=0.1, scan_seconds=0.5, worker_threads=2, lease_seconds=10
+        env={},
+        home=home,
+        settle_seconds=0.1,
+        scan_seconds=0.5,
+        worker_threads=2,
+        lease_seconds=10,
+        database_url=database_url,
     )
     s.ensure_folders()
     return s
@@ -61,7 +130,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    s = SQLiteStore(settings.state_db).open()
+    s = state.connect(settings)
     yield s
     s.close()
 

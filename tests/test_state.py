@@ -10,6 +10,8 @@ from worker.errors import LeaseHeld, StateError
 from worker.state import File, FileState, files
 from worker.state.leases import Lease
 
+pytestmark = pytest.mark.backends
+
 
 def test_a_nested_atomic_block_is_a_savepoint_rolled_back_alone(store):
     # Given a file, renamed in an outer transaction

@@ -98,7 +98,7 @@ KILL_AFTER_RECORDING = textwrap.dedent(
     from worker.delivery.status import name_at
     from worker.state import status
     s = settings.load()
-    recorded = status.record(state.connect(s.state_db), name_at, time.time(), 0)
+    recorded = status.record(state.connect(s), name_at, time.time(), 0)
     print(recorded.name, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """

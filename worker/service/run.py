@@ -51,7 +51,8 @@ class Parts:
 @contextlib.contextmanager
 def parts(settings: Settings) -> Iterator[Parts]:
     settings.ensure_folders()
-    store = state.connect(settings.state_db)
+    # A database that is not up yet (a host booting with it) is waited for, logged.
+    store = state.connect(settings, wait=None)
     redis = redis_server.start(settings.redis_url, settings.var)
     try:
         broker = broker_module.install(redis.url)

@@ -12,6 +12,7 @@ import contextlib
 import secrets
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +24,7 @@ from worker.state import Store, staging
 from worker.state import chunks as done_marks
 from worker.state import invoices as invoice_table
 from worker.state.files import now_iso
+from worker.state.store import Prepared
 
 
 def process_chunk(
@@ -36,7 +38,7 @@ def process_chunk(
     """Create a chunk's invoices; None when it was already done. Returns the count created."""
     if done_marks.is_done(store.conn, file_id, index):
         return None
-    return _create(store, file_id, index, _prepare(path, number_base), link_base)
+    return _create(store, file_id, index, _prepare(store, path, number_base), link_base)
 
 
 def process_chunks(
@@ -54,16 +56,16 @@ def process_chunks(
     if len(todo) <= 1:
         # One chunk, as every small file has: no thread to start.
         for index, path in todo:
-            _create(store, file_id, index, _prepare(path, number_base), link_base)
+            _create(store, file_id, index, _prepare(store, path, number_base), link_base)
             after_each()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage") as ahead:
-        pending = ahead.submit(_prepare, todo[0][1], number_base)
+        pending = ahead.submit(_prepare, store, todo[0][1], number_base)
         try:
             for n, (index, _) in enumerate(todo):
                 prepared = pending.result()
                 if n + 1 < len(todo):
-                    pending = ahead.submit(_prepare, todo[n + 1][1], number_base)
+                    pending = ahead.submit(_prepare, store, todo[n + 1][1], number_base)
                 _create(store, file_id, index, prepared, link_base)
                 after_each()
         finally:
@@ -71,17 +73,25 @@ def process_chunks(
             _discard(pending)
 
 
-def _discard(pending: Future[pl.DataFrame | Path]) -> None:
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A big chunk's rows as the store prepared them (:meth:`Store.prepare_stage`)."""
+
+    prepared: Prepared
+
+
+def _discard(pending: Future[pl.DataFrame | Staged]) -> None:
     if pending.cancel():
         return
     with contextlib.suppress(BaseException):
         prepared = pending.result()
-        if isinstance(prepared, Path):
-            prepared.unlink(missing_ok=True)
+        if isinstance(prepared, Staged) and isinstance(prepared.prepared, Path):
+            prepared.prepared.unlink(missing_ok=True)
 
 
-def _prepare(path: Path, number_base: int) -> pl.DataFrame | Path:
-    """A chunk's valid rows as ``invoices`` rows: in memory, or in a staging file if many."""
+def _prepare(store: Store, path: Path, number_base: int) -> pl.DataFrame | Staged:
+    """A chunk's valid rows as ``invoices`` rows: in memory, or staged ahead if many (a
+    staging file on SQLite)."""
     chunk = chunks.read(path, ["valid", "ordinal", *invoice_table.BOUND_COLUMNS[1:]])
     rows = chunk.filter(pl.col("valid")).select(
         (pl.col("ordinal") + number_base).alias("invoice_number"), *invoice_table.BOUND_COLUMNS[1:]
@@ -90,20 +100,19 @@ def _prepare(path: Path, number_base: int) -> pl.DataFrame | Path:
         return rows
     # A name of its own: a delivery that took over an expired lease must not share it.
     stage = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.stage.db")
-    staging.write(rows, stage)
-    return stage
+    return Staged(store.prepare_stage(rows, stage))
 
 
 def _create(
-    store: Store, file_id: int, index: int, prepared: pl.DataFrame | Path, link_base: str
+    store: Store, file_id: int, index: int, prepared: pl.DataFrame | Staged, link_base: str
 ) -> int | None:
-    """Commit a prepared chunk: rows bound one by one, or its staging file (then deleted)."""
+    """Commit a prepared chunk: rows bound one by one, or staged (a file is then deleted)."""
     stamp = now_iso()
     prefix = link_prefix(link_base)
     if isinstance(prepared, pl.DataFrame):
         create = invoice_table.bound(file_id, prepared, prefix, stamp)
         return invoice_table.commit_chunk(store, file_id, index, create)
-    with staging.attached(store.conn, prepared) as name:
+    with store.stage(prepared.prepared) as name:
         create = invoice_table.staged(file_id, name, prefix, stamp)
         return invoice_table.commit_chunk(store, file_id, index, create)
 
