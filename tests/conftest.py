@@ -91,17 +91,28 @@ def _psql(server: Any, sql: str) -> None:
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str | None]:
+def database_url_factory(postgres: Any) -> Iterator[Callable[[], str]]:
+    """Makes new, empty PostgreSQL databases; returns each one's URL. Dropped after."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"test_{next(_databases)}"
+        _psql(postgres, f"CREATE DATABASE {name}")
+        made.append(name)
+        return str(postgres.get_uri(name))
+
+    yield make
+    for name in made:
+        # FORCE: connections a test's threads left open go with it.
+        _psql(postgres, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str) -> str | None:
     """None on SQLite; on PostgreSQL the URL of a new, empty database of its own."""
     if backend == "sqlite":
-        yield None
-        return
-    server = request.getfixturevalue("postgres")
-    name = f"test_{next(_databases)}"
-    _psql(server, f"CREATE DATABASE {name}")
-    yield server.get_uri(name)
-    # FORCE: connections a test's threads left open go with it.
-    _psql(server, f"DROP DATABASE {name} WITH (FORCE)")
+        return None
+    return str(request.getfixturevalue("database_url_factory")())
 
 
 @pytest.fixture
