@@ -10,6 +10,7 @@ Unique constraints still decide what two files both claim.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -64,7 +65,8 @@ def connect_waiting(
         try:
             return pgsql.open_connection(url, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.OperationalError as exc:
-            reason = masked(url, str(exc)).strip().splitlines()[-1] if str(exc) else "?"
+            # libpq's first line says what failed; the next ones only hint.
+            reason = (masked(url, str(exc)).strip().splitlines() or ["?"])[0]
             where = log.redact_url(url)
             if not unreachable(exc):
                 raise StateError(
@@ -72,7 +74,13 @@ def connect_waiting(
                 ) from None
             if deadline is not None and time.monotonic() + pause > deadline:
                 raise StateError(f"PostgreSQL at {where} is unreachable: {reason}") from None
-            log.event("state.database_unreachable", url=where, error=reason, retry_in=pause)
+            log.event(
+                "state.database_unreachable",
+                logging.WARNING,
+                url=where,
+                error=reason,
+                retry_in=pause,
+            )
             sleep(pause)
             pause = min(pause * 2, RETRY_CAP)
 
