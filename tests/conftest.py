@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -56,10 +57,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+#: The backend of the tests not marked ``backends``: ``INVOICE_WORKER_TEST_BACKEND=postgresql``
+#: runs the whole suite's in-process state on PostgreSQL.
+DEFAULT_BACKEND = os.environ.get("INVOICE_WORKER_TEST_BACKEND", "sqlite")
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """The state's backend: SQLite, unless the module is marked ``backends``."""
-    return str(getattr(request, "param", "sqlite"))
+    """The state's backend: SQLite (or the default above), unless the module is marked
+    ``backends``: then each of its tests runs on both."""
+    return str(getattr(request, "param", DEFAULT_BACKEND))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from worker.errors import LeaseHeld, StateError
-from worker.state import File, FileState, files
+from worker.state import File, FileState, files, invoices
 from worker.state.leases import Lease
 
 pytestmark = pytest.mark.backends
@@ -92,3 +92,19 @@ def test_a_run_whose_lease_was_taken_from_it_is_told_at_its_next_renewal(store):
     with pytest.raises(LeaseHeld, match="lost"):
         lease.renew()
     assert files.get(store, file_id).lease_owner == "elsewhere:1:x"
+
+
+def test_the_references_already_invoiced_are_found_among_a_few_and_among_thousands(store):
+    # Given invoices for every other reference up to 700
+    with store.atomic() as conn:
+        conn.executemany(
+            "INSERT INTO invoices (invoice_number, merchant_reference, file_id, type, status,"
+            " amount, currency, token, payment_link_url, created_at, updated_at)"
+            " VALUES (?, ?, 1, 'SINGLE', 'NEW', 100, 'USD', ?, 'x', 'x', 'x')",
+            [(n, f"REF-{n}", f"tok{n}") for n in range(1, 701, 2)],
+        )
+    refs = [f"REF-{n}" for n in range(1, 2001)]
+    # Then a few references are looked up in a list, thousands at once, none at all
+    assert invoices.taken(store.conn, refs[:6]) == {"REF-1", "REF-3", "REF-5"}
+    assert invoices.taken(store.conn, refs) == {f"REF-{n}" for n in range(1, 701, 2)}
+    assert invoices.taken(store.conn, []) == set()

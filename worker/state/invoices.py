@@ -8,6 +8,7 @@ at a time for a small chunk, or ``INSERT ... SELECT`` from a staging table (see
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -115,10 +116,19 @@ def insert_select_sql(file_id: int, link_prefix: str, stamp: str, table: str) ->
 
 def taken(conn: Connection, refs: list[str]) -> set[str]:
     """Which of ``refs`` an invoice already has (in the caller's transaction, if any)."""
+    if not refs:
+        return set()
     if len(refs) <= IN_LIST_MAX:
         marks = ",".join("?" * len(refs))
         sql = f"SELECT merchant_reference FROM invoices WHERE merchant_reference IN ({marks})"
-        return {r[0] for r in conn.execute(sql, refs)} if refs else set()
+        return {r[0] for r in conn.execute(sql, refs)}
+    if getattr(conn, "binds_arrays", False):
+        # PostgreSQL takes the whole list as one array parameter (see pgsql).
+        sql = (
+            "SELECT merchant_reference FROM invoices"
+            " WHERE merchant_reference IN (SELECT value FROM json_each(?))"
+        )
+        return {r[0] for r in conn.execute(sql, (json.dumps(refs),))}
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS refs (ref TEXT PRIMARY KEY)")
     conn.execute("DELETE FROM refs")
     conn.executemany("INSERT OR IGNORE INTO refs VALUES (?)", ((r,) for r in refs))

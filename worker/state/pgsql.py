@@ -153,6 +153,10 @@ class _WholeNumeric(Loader):
 class Connection:
     """A psycopg connection that takes the package's SQL (see the module's docstring)."""
 
+    #: A list is one parameter (``json_each(?)`` -> ``= ANY($1)``), however long: no
+    #: temporary table of values is needed.
+    binds_arrays = True
+
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
 
