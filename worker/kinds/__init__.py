@@ -43,6 +43,6 @@ def check(settings: Settings, path: Path, work: Path) -> Report:
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
     # Read only: a database that is not there is not created, nor one there migrated.
-    exists = settings.database_url or settings.state_db.exists()
-    store = store_for(settings) if exists else None
+    candidate = store_for(settings)
+    store = candidate if candidate.initialised() else None
     return kind.check(settings, table, store)

@@ -36,7 +36,8 @@ RETRY_FIRST, RETRY_CAP = 0.5, 30.0
 _UNREACHABLE = re.compile(
     r"connection refused|no such file or directory|timeout expired|timed out"
     r"|could not translate host name|network is unreachable|no route to host"
-    r"|the database system is (starting up|shutting down)|server closed the connection",
+    r"|the database system is (starting up|shutting down|in recovery mode|not yet accepting)"
+    r"|server closed the connection|too many clients",
     re.I,
 )
 
@@ -106,6 +107,9 @@ class PostgresStore(Store):
         if applied:
             log.event("state.migrated", backend="postgresql", migrations=len(applied))
         return self
+
+    def initialised(self) -> bool:
+        return bool(schema_pg.applied(self.conn.raw))
 
     @property
     def conn(self) -> pgsql.Connection:

@@ -62,6 +62,9 @@ class SQLiteStore(Store):
                 os.chmod(f"{self.path}{suffix}", 0o600)
         return self
 
+    def initialised(self) -> bool:
+        return self.path.exists()
+
     @property
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -40,6 +40,10 @@ class Store(abc.ABC):
         """Create the database if needed and apply pending migrations."""
 
     @abc.abstractmethod
+    def initialised(self) -> bool:
+        """Whether the database exists with its schema (asked without creating it)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Close this thread's connection and let go of what the store holds."""
 
