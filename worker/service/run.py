@@ -64,6 +64,7 @@ def parts(settings: Settings) -> Iterator[Parts]:
             "worker.configured",
             home=settings.home,
             redis=log.redact_url(redis.url) if settings.redis_url else "embedded",
+            state=log.redact_url(settings.database_url) or settings.state_db,
             smtp=log.redact_url(settings.smtp_url) or f"eml files in {settings.mail}",
         )
         yield Parts(settings, store, redis, broker, runtime)
