@@ -143,6 +143,9 @@ def settings(tmp_path: Path, database_url: str | None) -> Settings:
         database_url=database_url,
     )
     s.ensure_folders()
+    if database_url:
+        # The real CLI, started on this home, shares the test's PostgreSQL database.
+        (home / "invoice-worker.toml").write_text(f"database_url = {json.dumps(database_url)}\n")
     return s
 
 
