@@ -70,6 +70,11 @@ def _readable(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [(*row[:-1], str(row[-1] or "").replace(";", "; ")) for row in rows]
 
 
+def _exist(number: int) -> str:
+    """What ``number`` rows naming invoices that exist with their content are called."""
+    return "already exists" if number == 1 else "already exist"
+
+
 def _more(total: int, shown: int, attachment: str) -> str:
     rest = max(total - shown, 0)
     return f"{count(rest)} more in the attached {attachment}." if rest and attachment else ""
@@ -121,14 +126,22 @@ def validation(
     unknown_columns: list[str],
     next_step: str,
     errors_csv: bytes | None,
+    existing: int = 0,
 ) -> Prepared:
+    """``existing``: rows naming an invoice with the same content, neither valid (nothing
+    is created for them) nor rejected."""
     subject = f"validated, {count(valid)} of {count(rows)} rows valid"
+    if existing:
+        subject += f", {count(existing)} {_exist(existing)}"
     if rejected:
         subject += f", {count(rejected)} rejected"
-        headline = (
-            f"{count(valid)} of {plural(rows, 'row')} valid; "
-            f"{count(rejected)} rejected and skipped."
-        )
+    if rejected or existing:
+        headline = f"{count(valid)} of {plural(rows, 'row')} valid"
+        if existing:
+            headline += f"; {count(existing)} {_exist(existing)} (nothing to create)"
+        if rejected:
+            headline += f"; {count(rejected)} rejected and skipped"
+        headline += "."
     else:
         headline = f"All {plural(rows, 'row')} valid."
     attachment = _attachment_name(file, "errors")
@@ -144,6 +157,7 @@ def validation(
         rows=rows,
         valid=valid,
         rejected=rejected,
+        existing=existing,
         first_errors=_readable(first_errors[:FIRST_ERRORS]),
         more_text=_more(rejected, min(len(first_errors), FIRST_ERRORS), attachment),
         unknown_columns=unknown_columns[:MAX_LISTED]
@@ -167,9 +181,14 @@ def processing(
     result_name: str,
     emails: int = 0,
     sms: int = 0,
+    existing: int = 0,
 ) -> Prepared:
+    """``existing``: rows naming an invoice with the same content: none created for them."""
     subject = f"processed, {plural(created, 'invoice')} created"
     headline = f"{plural(created, 'invoice')} created"
+    if existing:
+        subject += f", {count(existing)} {_exist(existing)}"
+        headline += f"; {count(existing)} {_exist(existing)}"
     if rejected:
         subject += f", {plural(rejected, 'row')} rejected"
         headline += f"; {plural(rejected, 'row')} rejected"
@@ -184,6 +203,7 @@ def processing(
         headline=headline + ".",
         created=created,
         rejected=rejected,
+        existing=existing,
         totals=totals(currency_totals),
         result_name=result_name,
         emails_line=(

@@ -1,16 +1,25 @@
-"""Invoice file columns and their rules, as data (SPEC 3.1 and 4).
+"""Invoice file columns and their rules, as data (SPEC 3.1 and 4), and what an invoice
+stores of a row and when a row is the same as an invoice (SPEC 13).
 
 Rules that need state (a reference seen earlier in the file, or already
-invoiced) read helper columns the validator adds: ``_seen_in_file`` and
-``_exists``.
+invoiced with other content) read helper columns the validator adds:
+``_seen_in_file`` and ``_exists``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import polars as pl
 
 from rules import values
 from rules.columns import Column, Context, Rule, col, errors_expr, not_in, not_matching
+
+#: How an invoice stores its expiry: the instant, in UTC, to the microsecond.
+EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
+#: The only service command a row may have, so the one every invoice from a file had:
+#: invoices do not store it.
+SERVICE_COMMAND = "PAYMENT_LINK"
 
 
 def _sms_asked() -> pl.Expr:
@@ -48,7 +57,7 @@ INVOICE_COLUMNS: tuple[Column, ...] = (
             Rule(
                 "SERVICE_COMMAND_NOT_ALLOWED",
                 "service_command must be PAYMENT_LINK",
-                lambda ctx: col("service_command") != "PAYMENT_LINK",
+                lambda ctx: col("service_command") != SERVICE_COMMAND,
             ),
         ),
         example="PAYMENT_LINK",
@@ -70,7 +79,7 @@ INVOICE_COLUMNS: tuple[Column, ...] = (
             ),
             Rule(
                 "MERCHANT_REFERENCE_EXISTS",
-                "an invoice with this reference already exists",
+                "an invoice with this reference and other content already exists",
                 lambda ctx: col("_exists"),
             ),
         ),
@@ -229,3 +238,58 @@ REQUIRED_COLUMNS: tuple[str, ...] = tuple(c.name for c in INVOICE_COLUMNS if c.r
 def invoice_errors(ctx: Context) -> pl.Expr:
     """Every invoice column's code joined by ``;`` in column order; empty for a valid row."""
     return errors_expr(INVOICE_COLUMNS, ctx)
+
+
+def normalised(ctx: Context) -> dict[str, pl.Expr]:
+    """Each field an invoice stores of a row (its name there -> its value from the row's
+    trimmed columns), normalised as the rules read it: codes in one case, the expiry as
+    its instant, a blank account as the default one."""
+    return {
+        "merchant_reference": col("merchant_reference"),
+        "amount": values.amount(col("amount")),
+        "currency": col("currency").str.to_uppercase(),
+        "language": col("language").str.to_lowercase(),
+        "customer_email": col("customer_email"),
+        "customer_name": col("customer_name"),
+        "customer_phone": col("customer_phone"),
+        "notification_type": values.notification_type(col("notification_type")),
+        "expires_at": values.instant(col("request_expiry_date")).dt.strftime(EXPIRY_FORMAT),
+        "order_description": col("order_description"),
+        "payment_account": _account(ctx),
+        "link_command": col("link_command"),
+        "return_url": col("return_url"),
+    }
+
+
+#: SPEC 13, "the same content": the stored fields (of :func:`normalised`) that must be
+#: equal, blank equal to blank. With the reference they are every column of SPEC 3.1
+#: but ``service_command``, which must be :data:`SERVICE_COMMAND`.
+SAME_CONTENT: tuple[str, ...] = (
+    "amount",
+    "currency",
+    "language",
+    "customer_email",
+    "customer_name",
+    "customer_phone",
+    "notification_type",
+    "expires_at",
+    "order_description",
+    "payment_account",
+    "link_command",
+    "return_url",
+)
+
+
+def same_content(row: Callable[[str], pl.Expr], stored: Callable[[str], pl.Expr]) -> pl.Expr:
+    """True where a row's normalised fields (``row(name)``) equal an invoice's
+    (``stored(name)``), for each of :data:`SAME_CONTENT`. Blank equals blank, so it says
+    nothing where there is no invoice: the caller asks only where there is."""
+    return pl.all_horizontal(row(name).eq_missing(stored(name)) for name in SAME_CONTENT)
+
+
+def same_as_stored(ctx: Context, stored: Callable[[str], pl.Expr]) -> pl.Expr:
+    """:func:`same_content` for a row as read (trimmed, not yet normalised)."""
+    fields = normalised(ctx)
+    return (col("service_command") == SERVICE_COMMAND).fill_null(False) & same_content(
+        fields.__getitem__, stored
+    )

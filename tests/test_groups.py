@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 from helpers import INVOICE_HEADER, invoice_csv, invoice_row, read_results
 
+from rules.columns import Context
+from rules.invoices import SAME_CONTENT
 from worker.intake import claim, readers
 from worker.kinds import KINDS
 from worker.kinds.context import rules_context
@@ -27,7 +29,8 @@ SAMPLES = {
             invoice_row(11, amount="12.5.0"),
             invoice_row(10),  # the same reference twice in one file
             invoice_row(12, currency="ZZZ"),
-            invoice_row(2),  # in good.csv too: another file's, not this one's
+            # In good.csv too, with other content: another file's, not this one's.
+            invoice_row(2, amount="20000"),
         ]
     ),
     "few-columns.csv": invoice_csv(
@@ -50,12 +53,35 @@ def _chunk(folder: Path) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
+def _invoiced(folder: Path, ctx: Context) -> pl.DataFrame:
+    """Invoices as the state holds them: exists.csv's REF-000040 as it is there, and its
+    REF-000041 with another amount."""
+    folder.mkdir()
+    table = _table(folder, "exists.csv", SAMPLES["exists.csv"])
+    validation.validate_to(table, ctx, folder / "work", 1000, None)
+    return (
+        _chunk(folder / "work")
+        .select(
+            "merchant_reference",
+            (pl.col("ordinal") + 500).alias("invoice_number"),
+            (pl.lit("https://pay.example.com/") + pl.col("token")).alias("payment_link_url"),
+            *SAME_CONTENT,
+        )
+        .with_columns(
+            amount=pl.when(pl.col("merchant_reference") == "REF-000041")
+            .then(1)
+            .otherwise(pl.col("amount"))
+        )
+    )
+
+
 def test_files_validated_together_get_the_chunks_and_summaries_they_would_alone(tmp_path):
     # Given small files with bad rows, repeated and existing references, odd columns
     ctx = rules_context((), {}, None)
+    invoiced = _invoiced(tmp_path / "invoiced", ctx)
 
-    def exists(refs: pl.Series) -> pl.Series:
-        return refs.is_in(["REF-000041"])
+    def exists(refs: pl.Series) -> pl.DataFrame:
+        return invoiced.filter(pl.col("merchant_reference").is_in(refs.implode()))
 
     tables = {name: _table(tmp_path, name, text) for name, text in SAMPLES.items()}
     # When each is validated alone, and all of them together
@@ -81,7 +107,9 @@ def test_files_validated_together_get_the_chunks_and_summaries_they_would_alone(
     # And what the rules say of the odd rows is kept per file
     assert alone["bad-rows.csv"].valid == 2  # REF-000010 (first) and REF-000002
     assert alone["few-columns.csv"].unknown_columns == ["shoe_size"]
-    assert alone["exists.csv"].rejected == 1
+    assert (alone["exists.csv"].rejected, alone["exists.csv"].exists) == (1, 1)
+    existing = _chunk(tmp_path / "together" / "exists.csv")["existing"].to_list()
+    assert existing == [500, None]
 
 
 def test_one_chunk_is_none_for_a_file_of_several_chunks(tmp_path):
@@ -142,7 +170,8 @@ def test_a_group_ends_each_file_as_it_would_end_alone(settings, store, caplog):
     assert rows["no-reference.csv"]["error_code"] == "MISSING_COLUMN"
     assert rows["empty.csv"]["error_code"] == "EMPTY_FILE"
     assert all(r["lease_owner"] is None for r in rows.values())
-    # (REF-000002 is rejected as good.csv created it first, as it would be after good.csv)
+    # (REF-000002 is rejected as good.csv created it first with other content, as it would
+    # be after good.csv)
     results = read_results(settings.outbox / "bad-rows.csv.results.csv")
     assert [r["status"] for r in results] == ["CREATED"] + ["REJECTED"] * 4
     assert (

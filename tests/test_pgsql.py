@@ -39,6 +39,12 @@ from worker.state.pgsql import Row, translate
             (1,),
         ),
         (
+            "SELECT i.a FROM json_each(?) AS refs JOIN i ON i.r = refs.value",
+            "SELECT i.a FROM json_array_elements_text($1::json) AS refs(value)"
+            " JOIN i ON i.r = refs.value",
+            (),
+        ),
+        (
             "UPDATE f SET o = NULL WHERE o IS ?",
             "UPDATE f SET o = NULL WHERE o IS NOT DISTINCT FROM $1",
             (),

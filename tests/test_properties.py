@@ -98,3 +98,28 @@ def test_a_valid_generated_file_round_trips_into_exactly_its_rows(
         for r in full
     ]
     assert [tuple(s) for s in stored] == expected
+
+
+@PROPERTY
+@given(rows=rows_strategy, delimiter=st.sampled_from([",", ";"]))
+def test_a_valid_generated_file_sent_twice_is_exists_for_every_row_the_second_time(
+    pipeline, settings, store, rows, delimiter
+):
+    # Given a valid generated file, processed
+    count = store.one("SELECT count(*) AS n FROM files")["n"]
+    full = [invoice_row(count * 100 + i, **row) for i, row in enumerate(rows)]
+    pipeline.drop(f"twice{count:05d}.csv", invoice_csv(full, delimiter=delimiter, newline="\r\n"))
+    first = pipeline.wait_final(count + 1, timeout=30)[-1]
+    assert (first.state, first.created) == ("processed", len(rows))
+    made = store.one("SELECT count(*) AS n FROM invoices")["n"]
+    # When the same rows come again, written the other way (other bytes, same rows)
+    other = ";" if delimiter == "," else ","
+    pipeline.drop(f"again{count:05d}.csv", invoice_csv(full, delimiter=other, newline="\n"))
+    second = pipeline.wait_final(count + 2, timeout=30)[-1]
+    # Then every row is EXISTS with the first run's invoice, and nothing is created
+    assert (second.state, second.created, second.existing) == ("processed", 0, len(rows))
+    before = read_results(settings.outbox / f"{first.result_name}.results.csv")
+    after = read_results(settings.outbox / f"{second.result_name}.results.csv")
+    assert [r["status"] for r in after] == ["EXISTS"] * len(rows)
+    assert [{**r, "status": "CREATED"} for r in after] == before
+    assert store.one("SELECT count(*) AS n FROM invoices")["n"] == made

@@ -1,4 +1,4 @@
-"""A batch or payment file processed again (a redelivered job, a restart) decides nothing twice."""
+"""A file processed again (a redelivered job, a restart) decides nothing twice."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from helpers import (
     batch_request,
     batch_results,
+    future,
     invoice_csv,
     invoice_row,
     payment_csv,
@@ -78,3 +79,31 @@ def test_a_payment_file_processed_again_pays_and_notifies_once(held, settings, s
     assert file.created == 2
     assert store.one("SELECT count(*) AS n FROM payments")["n"] == 2
     assert store.one("SELECT count(*) AS n FROM webhooks")["n"] == 2
+
+
+def test_an_invoice_file_processed_again_records_each_existing_row_once(held, settings, store):
+    # Given REF-1 invoiced; a file naming it, REF-2 and a new REF-3, waiting; and REF-2
+    # invoiced with the same content by another file after that one's validation
+    expiry = future(60)
+    one, two, three = (invoice_row(n, request_expiry_date=expiry) for n in (1, 2, 3))
+    release(held, run_file(held, "first.csv", invoice_csv([one])).id)
+    ours = run_file(held, "ours.csv", invoice_csv([one, two, three]))
+    assert ours.state == "awaiting_approval"
+    approve(store, run_file(held, "theirs.csv", invoice_csv([two])).id)
+    held.wait_final(3, states=frozenset({"processed", "awaiting_approval"}))
+    # When its processing step runs twice, its results are written, and it is released
+    kind, rt = kinds.get("invoices"), Runtime(settings=held.settings, store=store, kinds=KINDS)
+    for _ in range(2):
+        kind.process(rt, files.get(store, ours.id), lambda: None)
+    early = settings.outbox / "early.csv"
+    kind.write_results(rt, files.get(store, ours.id), early, created=True)
+    file = release(held, ours.id)
+    # Then each existing row is recorded once, whichever step found it
+    lines = store.all("SELECT line_number FROM existing_rows WHERE file_id = ?", (ours.id,))
+    assert sorted(r[0] for r in lines) == [2, 3]
+    assert (file.created, file.existing) == (1, 2)
+    assert store.one("SELECT count(*) AS n FROM invoices")["n"] == 3
+    # And the results written between the steps and at the end say the same
+    results = read_results(settings.outbox / "ours.csv.results.csv")
+    assert [r["status"] for r in results] == ["EXISTS", "EXISTS", "CREATED"]
+    assert read_results(early) == results

@@ -93,6 +93,7 @@ def test_a_database_is_migrated_once_however_often_it_is_opened(tmp_path: Path):
         "m008_sftp",
         "m010_cancellations",
         "m011_status_files",
+        "m012_existing_rows",
     ]
 
 

@@ -175,7 +175,11 @@ def template(settings: Settings, kind: str, fmt: str, output: Path | None) -> No
 @click.option("--limit", default=50, show_default=True)
 @pass_settings
 def status(settings: Settings, as_json: bool, limit: int) -> None:
-    """Files with their states and counts, newest first."""
+    """Files with their states and counts, newest first.
+
+    EXISTS counts the rows that name an invoice with the same content: neither
+    valid (nothing was created for them) nor rejected.
+    """
     from worker import state
     from worker.state import files
 
@@ -193,14 +197,15 @@ def status(settings: Settings, as_json: bool, limit: int) -> None:
         return
     click.echo(
         f"{'ID':>5}  {'STATE':<18} {'KIND':<9} {'ROWS':>8} {'VALID':>8} {'REJ':>6} "
-        f"{'CREATED':>8}  NAME"
+        f"{'EXISTS':>6} {'CREATED':>8}  NAME"
     )
     for r in rows:
         name = json.dumps(r["name"], ensure_ascii=False)[1:-1]
         note = f"  [{r['error_code']}]" if r["error_code"] else ""
         click.echo(
             f"{r['id']:>5}  {r['state']:<18} {r['kind'] or '-':<9} {r['rows'] or 0:>8} "
-            f"{r['valid'] or 0:>8} {r['rejected'] or 0:>6} {r['created'] or 0:>8}  {name}{note}"
+            f"{r['valid'] or 0:>8} {r['rejected'] or 0:>6} {r['existing'] or 0:>6} "
+            f"{r['created'] or 0:>8}  {name}{note}"
         )
 
 

@@ -22,13 +22,15 @@ stays ``1.50``). The extra reads are made only for the columns whose text could 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import fastexcel
 import polars as pl
 
 from worker.errors import FileRejected
 from worker.intake import bounds, sheets
+
+if TYPE_CHECKING:
+    import fastexcel
 
 SUFFIXES = (".xlsx", ".xlsm", ".ods")
 
@@ -48,6 +50,9 @@ def is_workbook(path: Path) -> bool:
 
 def to_csv(source: Path, target: Path, timezone: str) -> Path:
     """The first sheet of ``source`` as a CSV at ``target``, or FileRejected saying why."""
+    # Imported here: only a workbook needs it, and every worker process imports this module.
+    import fastexcel
+
     first = sheets.inspect(source)
     try:
         reader = fastexcel.read_excel(source)

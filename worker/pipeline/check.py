@@ -16,6 +16,8 @@ class Report:
     kind: str
     rows: int = 0
     rejected: int = 0
+    #: Rows naming what exists already with the same content: nothing to create, no error.
+    exists: int = 0
     unknown_columns: list[str] = field(default_factory=list)
     #: (line_number, codes as ``CODE(column);...``) of each rejected row.
     errors: list[tuple[int, str]] = field(default_factory=list)
@@ -49,7 +51,9 @@ class Report:
             yield f"... {shown - limit} more errors"
         if self.unknown_columns:
             yield f"{name}: columns ignored: {', '.join(self.unknown_columns)}"
+        valid = self.rows - self.rejected - self.exists
+        exists = f", {self.exists} exist already (EXISTS)" if self.exists else ""
         yield (
             f"{name}: {self.kind} file, {self.rows} {self.unit}, "
-            f"{self.rows - self.rejected} valid, {self.rejected} with errors"
+            f"{valid} valid{exists}, {self.rejected} with errors"
         )

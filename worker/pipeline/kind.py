@@ -40,6 +40,9 @@ class Summary:
     rows: int = 0
     valid: int = 0
     rejected: int = 0
+    #: Rows naming what exists already with the same content (SPEC 13): neither valid
+    #: (nothing is created) nor rejected (not a failure for max_error_rate).
+    exists: int = 0
     chunks: int = 0
     unknown_columns: list[str] = field(default_factory=list)
     #: The first rejected rows: (line_number, reference, errors).
@@ -54,13 +57,17 @@ class Summary:
         checked: pl.DataFrame,
         rejected_when: pl.Expr | None = None,
         first_errors: tuple[str, str, str] = ("line_number", "merchant_reference", "errors"),
+        exists_when: pl.Expr | None = None,
     ) -> None:
         """Add a validated chunk; ``first_errors`` names the line, reference and errors
-        columns of the rejected rows it lists (the first :data:`FIRST_ERRORS`)."""
+        columns of the rejected rows it lists (the first :data:`FIRST_ERRORS`);
+        ``exists_when`` marks the rows that are neither valid nor rejected."""
         rejected = checked.filter(~pl.col("valid") if rejected_when is None else rejected_when)
+        exists = 0 if exists_when is None else int(checked.select(exists_when.sum()).item())
         self.rows += len(checked)
         self.rejected += len(rejected)
-        self.valid += len(checked) - len(rejected)
+        self.exists += exists
+        self.valid += len(checked) - len(rejected) - exists
         self.chunks += 1
         room = FIRST_ERRORS - len(self.first_errors)
         if room > 0:
@@ -103,6 +110,11 @@ class FileKind:
 
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
         """Called to apply the valid rows; each unit of work commits with its done-mark."""
+
+    def processed_counts(self, rt: Runtime, file: File) -> dict[str, int]:
+        """Called once the file's rows are applied: counts to record on the file beside
+        ``created`` (which the pipeline counts itself)."""
+        return {}
 
     def write_results(self, rt: Runtime, file: File, target: Path, created: bool) -> None:
         """Called to write the results file (atomically); ``created`` False when nothing was."""

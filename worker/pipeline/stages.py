@@ -53,7 +53,16 @@ def set_state(rt: Runtime, file_id: int, state: FileState, **fields: object) -> 
 
 def _logged(rt: Runtime, file_id: int, state: FileState, fields: Mapping[str, object]) -> None:
     file = files.get(rt.store, file_id)
-    keep = ("kind", "rows", "valid", "rejected", "created", "error_code", "result_name")
+    keep = (
+        "kind",
+        "rows",
+        "valid",
+        "rejected",
+        "existing",
+        "created",
+        "error_code",
+        "result_name",
+    )
     extra = {k: v for k, v in fields.items() if k in keep}
     log.event(f"file.{state}", file_id=file_id, name=file.name, **extra)
 
@@ -147,6 +156,7 @@ def _unchanged_since_claim(rt: Runtime, file: File, renew: Callable[[], None]) -
             rows=None,
             valid=None,
             rejected=None,
+            existing=None,
             chunks=None,
             unknown_columns=None,
         )
@@ -183,6 +193,8 @@ def validated(rt: Runtime, file: File, kind: FileKind, summary: Summary) -> None
         "chunks": summary.chunks,
         "unknown_columns": ",".join(summary.unknown_columns) or None,
     }
+    if summary.exists:
+        counts["existing"] = summary.exists
     if kind.error_rate_applies and summary.error_rate > rt.settings.max_error_rate:
         with rt.store.atomic() as conn:
             files.update(conn, file.id, **counts)
@@ -207,6 +219,7 @@ def validated(rt: Runtime, file: File, kind: FileKind, summary: Summary) -> None
             rows=summary.rows,
             valid=summary.valid,
             rejected=summary.rejected,
+            existing=summary.exists,
             first_errors=summary.first_errors,
             unknown_columns=summary.unknown_columns,
             next_step=next_step,
@@ -249,7 +262,8 @@ def _process(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
     kind.write_results(rt, file, rt.settings.outbox / name, created=True)
     target = _move_original(rt, file, rt.settings.archive)
     created = chunks.created(rt.store, file.id)
-    done = {"created": created, "final_path": str(target)}
+    done: dict[str, object] = {"created": created, "final_path": str(target)}
+    done.update(kind.processed_counts(rt, file))
     report = kind.processing_report(rt, files.get(rt.store, file.id).with_(**done))
     with rt.store.atomic() as conn:
         files.transition(conn, file.id, FileState.PROCESSED, **done)

@@ -22,7 +22,6 @@ from worker import log, state
 from worker.delivery import customers as invoice_mail
 from worker.delivery import outbox, webhooks
 from worker.delivery.status import StatusWriter
-from worker.intake.sftp import SftpPoller
 from worker.intake.watcher import Watcher
 from worker.kinds import KINDS
 from worker.pipeline import groups
@@ -171,7 +170,12 @@ def _serve(
     watcher = Watcher(settings, p.store, enqueue) if watch else None
     # Beside the watcher: it lands files in inbox/, whose orphaned claims the watcher's
     # first reconcile registers before the poller looks for them.
-    poller = SftpPoller(settings, p.store, enqueue) if watch and settings.sftp_url else None
+    poller = None
+    if watch and settings.sftp_url:
+        # Imported here: asyncssh and its crypto cost every process 15 MB otherwise.
+        from worker.intake.sftp import SftpPoller
+
+        poller = SftpPoller(settings, p.store, enqueue)
     # Beside the watcher too: one process of a deployment writes them (a named lease).
     status_writer = StatusWriter(settings, p.store) if watch else None
     try:

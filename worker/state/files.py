@@ -67,6 +67,8 @@ class File:
     rows: int | None = None
     valid: int | None = None
     rejected: int | None = None
+    #: Rows naming an invoice with the same content (SPEC 13): neither valid nor rejected.
+    existing: int | None = None
     created: int | None = None
     chunks: int | None = None
     number_base: int | None = None
@@ -237,7 +239,7 @@ def approve(store: Store, file_id: int) -> File:
 def listing(store: Store, limit: int) -> list[dict[str, Any]]:
     """The newest files with their states and counts, for ``invoice-worker status``."""
     rows = store.all(
-        "SELECT id, name, kind, state, rows, valid, rejected, created, error_code,"
+        "SELECT id, name, kind, state, rows, valid, rejected, existing, created, error_code,"
         " result_name, received_at, updated_at FROM files ORDER BY id DESC LIMIT ?",
         (limit,),
     )

@@ -8,6 +8,9 @@ translated here, once per distinct statement, for psycopg.
 - ``x IN (SELECT value FROM json_each(?))`` becomes ``x = ANY($N)``, its parameter (a
   JSON list) bound as an array of the column's type: ``json_each`` yields text, and an
   ``invoice_number`` compared with text would miss its index.
+- ``json_each(?) AS t`` (a table of the list's values) becomes
+  ``json_array_elements_text($N::json) AS t(value)``: its values are text, as the
+  references joined that way are.
 - ``x IS ?`` (equal, NULLs included) becomes ``IS NOT DISTINCT FROM``.
 
 Rows read by name and by index, as ``sqlite3.Row`` does.
@@ -23,11 +26,13 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import psycopg
+import psycopg.rows
 from psycopg.adapt import Loader
 
 #: Marks a ``json_each`` parameter while the statement is scanned (never in real SQL).
 _JSON_MARK = "\x00"
 _JSON_IN = re.compile(r"\bIN\s*\(\s*SELECT\s+value\s+FROM\s+json_each\(\s*\?\s*\)\s*\)", re.I)
+_JSON_TABLE = re.compile(r"\bjson_each\(\s*\?\s*\)\s+AS\s+(\w+)", re.I)
 _IS_PARAM = re.compile(r"\bIS\s+\?", re.I)
 _OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)
@@ -62,6 +67,7 @@ def translate(sql: str) -> Statement:
             out.append(piece)
             continue
         piece = _JSON_IN.sub(lambda _: "= ANY(" + _JSON_MARK + ")", piece)
+        piece = _JSON_TABLE.sub(r"json_array_elements_text(?::json) AS \1(value)", piece)
         piece = _IS_PARAM.sub("IS NOT DISTINCT FROM ?", piece)
 
         def number(match: re.Match[str]) -> str:
@@ -150,27 +156,44 @@ class _WholeNumeric(Loader):
         return int(value) if value == value.to_integral_value() else float(value)
 
 
-class Connection:
-    """A psycopg connection that takes the package's SQL (see the module's docstring)."""
-
-    #: A list is one parameter (``json_each(?)`` -> ``= ANY($1)``), however long: no
-    #: temporary table of values is needed.
-    binds_arrays = True
+class Cursor:
+    """A cursor that takes the package's SQL; ``row_factory = None`` reads plain tuples,
+    as it does on ``sqlite3``."""
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self.row_factory: Any = row_factory
+
+    def _cursor(self) -> psycopg.Cursor[Any]:
+        return self.raw.cursor(row_factory=self.row_factory or psycopg.rows.tuple_row)
 
     def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         statement = translate(sql)
-        cursor = self.raw.cursor()
+        cursor = self._cursor()
         cursor.execute(statement.sql, _bind(statement, params) if params else None)
         return cursor
 
     def executemany(self, sql: str, params: Iterable[Any]) -> psycopg.Cursor[Any]:
         statement = translate(sql)
-        cursor = self.raw.cursor()
+        cursor = self._cursor()
         cursor.executemany(statement.sql, (_bind(statement, p) for p in params))
         return cursor
+
+
+class Connection:
+    """A psycopg connection that takes the package's SQL (see the module's docstring)."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        return self.cursor().execute(sql, params)
+
+    def executemany(self, sql: str, params: Iterable[Any]) -> psycopg.Cursor[Any]:
+        return self.cursor().executemany(sql, params)
+
+    def cursor(self) -> Cursor:
+        return Cursor(self.raw)
 
     def close(self) -> None:
         self.raw.close()

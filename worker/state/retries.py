@@ -26,6 +26,7 @@ _FOUND = (
     "rows",
     "valid",
     "rejected",
+    "existing",
     "created",
     "chunks",
     "number_base",

@@ -409,3 +409,23 @@ def m011_status_files(db: sqlite_utils.Database) -> None:
         CREATE INDEX retries_file ON retries(file_id);
         """
     )
+
+
+@migrations()
+def m012_existing_rows(db: sqlite_utils.Database) -> None:
+    """Sending a corrected file again (SPEC 13). A row naming an invoice with the same
+    content is recorded with the chunk it is in, in the chunk's transaction, so a results
+    file written again after a crash shows it and a re-run records it once. ``existing``
+    counts them per file, apart from the valid and rejected rows. Invoices store every
+    compared field but ``service_command``, which is PAYMENT_LINK for each of them."""
+    db.executescript(
+        """
+        CREATE TABLE existing_rows (
+            file_id INTEGER NOT NULL,
+            line_number INTEGER NOT NULL,
+            invoice_number INTEGER NOT NULL,
+            PRIMARY KEY (file_id, line_number)
+        );
+        ALTER TABLE files ADD COLUMN existing INTEGER;
+        """
+    )

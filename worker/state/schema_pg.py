@@ -327,6 +327,18 @@ M011 = ddl(
     """
 )
 
+M012 = ddl(
+    """
+    CREATE TABLE existing_rows (
+        file_id INTEGER NOT NULL,
+        line_number INTEGER NOT NULL,
+        invoice_number INTEGER NOT NULL,
+        PRIMARY KEY (file_id, line_number)
+    );
+    ALTER TABLE files ADD COLUMN existing INTEGER;
+    """
+)
+
 #: Every migration of ``worker.state.schema``, by its name, in its order.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m001_schema", M001),
@@ -339,6 +351,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m008_sftp", M008),
     ("m010_cancellations", M010),
     ("m011_status_files", M011),
+    ("m012_existing_rows", M012),
 )
 
 

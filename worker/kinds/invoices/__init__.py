@@ -4,7 +4,9 @@
 - ``validation``: the column rules over each chunk, in polars.
 - ``processing``: validated chunks become invoices, a transaction per chunk (the SQL is
   in ``worker.state.invoices``).
-- ``results``: the results file's lines, CREATED or REJECTED.
+- ``existing``: rows against the invoices that have their references (SPEC 13: EXISTS
+  or MERCHANT_REFERENCE_EXISTS), at validation and again at processing.
+- ``results``: the results file's lines, CREATED, EXISTS or REJECTED.
 - ``check``: ``invoice-worker validate`` for invoice files.
 """
 

@@ -16,7 +16,8 @@ from rules.invoices import INVOICE_COLUMNS, REQUIRED_COLUMNS
 from worker.errors import StateError
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
-from worker.kinds.invoices import check, processing, validation
+from worker.kinds.invoices import check, existing, processing, validation
+from worker.kinds.invoices.existing import with_existing
 from worker.kinds.invoices.results import INVOICE_RESULT_COLUMNS, invoice_result_rows
 from worker.pipeline import chunks
 from worker.pipeline.check import Report
@@ -49,14 +50,14 @@ class InvoiceFiles(FileKind):
         return context.for_settings(rt.settings)
 
     def validate(self, rt: Runtime, file: File, table: Table) -> Summary:
-        exists = processing.existing_references(rt.store)
+        exists = existing.existing_invoices(rt.store)
         return validation.validate_to(
             table, self.context(rt), rt.work(file), rt.settings.chunk_rows, exists
         )
 
     def validate_many(self, rt: Runtime, small_files: list[SmallFile]) -> list[Summary]:
         """Files of one chunk each (``raw``, read from ``table``), validated together."""
-        exists = processing.existing_references(rt.store)
+        exists = existing.existing_invoices(rt.store)
         small = [validation.Small(table, raw, rt.work(file)) for file, table, raw in small_files]
         return validation.validate_many(small, self.context(rt), exists)
 
@@ -76,6 +77,10 @@ class InvoiceFiles(FileKind):
             renew,
         )
 
+    def processed_counts(self, rt: Runtime, file: File) -> dict[str, int]:
+        # Those found at validation and at processing (the same as an invoice made since).
+        return {"existing": invoice_table.existing_count(rt.store, file.id)}
+
     def _late(self, rt: Runtime, file_id: int) -> pl.DataFrame:
         return pl.DataFrame(
             invoice_table.late_rejections(rt.store, file_id),
@@ -87,16 +92,18 @@ class InvoiceFiles(FileKind):
         late = self._late(rt, file.id)
         base = file.number_base if created else None
         link = rt.settings.payment_link_base
+        # Processed, its existing rows are recorded (with those found at processing).
+        found = invoice_table.existing_rows(rt.store, file.id) if created else None
 
         def frames() -> Iterator[pl.DataFrame]:
             for _, chunk in chunks.read_all(rt.work(file)):
-                yield invoice_result_rows(chunk, base, link, late)
+                yield invoice_result_rows(with_existing(chunk), base, link, late, found)
 
         write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)
 
     def errors_csv(self, rt: Runtime, file: File) -> bytes | None:
         rejected = [
-            chunk.filter(~pl.col("valid")).select(
+            chunk.filter(validation.REJECTED).select(
                 "line_number",
                 formula_safe(pl.col("merchant_reference")).alias("merchant_reference"),
                 "errors",
@@ -118,6 +125,7 @@ class InvoiceFiles(FileKind):
             {"id": file.id, "name": file.name, "kind": self.name},
             created=file.created or 0,
             rejected=(file.rejected or 0) + late,
+            existing=file.existing or 0,
             currency_totals=totals,
             result_name=f"{file.result_name}{self.result_suffix}",
             emails=emails,
@@ -143,7 +151,13 @@ class InvoiceFiles(FileKind):
             rows = invoice_table.tallies(rt.store, file.id)
             totals = [(r.currency, r.n, r.total) for r in rows]
             return totals, sum(r.emails for r in rows), sum(r.sms for r in rows)
-        late = self._late(rt, file.id)
+        # Valid rows not created: rejected late, or the same as an invoice made meanwhile.
+        late = pl.concat(
+            [
+                self._late(rt, file.id).select("line_number"),
+                invoice_table.existing_rows(rt.store, file.id).select("line_number"),
+            ]
+        )
         wants = "," + pl.col("notification_type") + ","
         parts = [
             pl.read_parquet(

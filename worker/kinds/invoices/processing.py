@@ -2,7 +2,8 @@
 
 A chunk's invoices and the row saying the chunk is done commit together, so a
 crash leaves either both or neither, and a re-run skips what is done. Numbers
-and tokens come from the chunk file, so a re-run creates the same invoices.
+and tokens come from the chunk file, so a re-run creates the same invoices. The rows
+that name an invoice with the same content (SPEC 13) are recorded with them.
 The SQL is in :mod:`worker.state.invoices`; this module prepares the rows.
 """
 
@@ -14,17 +15,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from worker.kinds.invoices.validation import ExistsCheck
+from worker.kinds.invoices.existing import settle, with_existing
 from worker.kinds.links import link_prefix
 from worker.pipeline import chunks
 from worker.state import Store, staging
 from worker.state import chunks as done_marks
 from worker.state import invoices as invoice_table
 from worker.state.files import now_iso
-from worker.state.store import Prepared
 
 
 def process_chunk(
@@ -75,55 +76,56 @@ def process_chunks(
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """A big chunk's rows as the store prepared them (:meth:`Store.prepare_stage`)."""
+    """A big chunk's rows as the store staged them ahead (:meth:`Store.prepare_stage`):
+    a staging file on SQLite."""
 
-    prepared: Prepared
+    prepared: Any
 
 
-def _discard(pending: Future[pl.DataFrame | Staged]) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """A chunk ready to commit: its invoices' rows (in memory, or staged if many) and
+    its rows naming an invoice with the same content (``line_number``,
+    ``invoice_number``)."""
+
+    rows: pl.DataFrame | Staged
+    existing: pl.DataFrame
+
+
+def _discard(pending: Future[Prepared]) -> None:
     if pending.cancel():
         return
     with contextlib.suppress(BaseException):
         prepared = pending.result()
-        if isinstance(prepared, Staged) and isinstance(prepared.prepared, Path):
-            prepared.prepared.unlink(missing_ok=True)
+        if isinstance(prepared.rows, Staged) and isinstance(prepared.rows.prepared, Path):
+            prepared.rows.prepared.unlink(missing_ok=True)
 
 
-def _prepare(store: Store, path: Path, number_base: int) -> pl.DataFrame | Staged:
-    """A chunk's valid rows as ``invoices`` rows: in memory, or staged ahead if many (a
-    staging file on SQLite)."""
-    chunk = chunks.read(path, ["valid", "ordinal", *invoice_table.BOUND_COLUMNS[1:]])
+def _prepare(store: Store, path: Path, number_base: int) -> Prepared:
+    """A chunk's valid rows as ``invoices`` rows, and its existing rows."""
+    chunk = with_existing(chunks.read(path))
+    existing = chunk.filter(pl.col("existing").is_not_null()).select(
+        "line_number", pl.col("existing").alias("invoice_number")
+    )
     rows = chunk.filter(pl.col("valid")).select(
         (pl.col("ordinal") + number_base).alias("invoice_number"), *invoice_table.BOUND_COLUMNS[1:]
     )
     if len(rows) < staging.STAGE_MIN_ROWS:
-        return rows
+        return Prepared(rows, existing)
     # A name of its own: a delivery that took over an expired lease must not share it.
     stage = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.stage.db")
-    return Staged(store.prepare_stage(rows, stage))
+    return Prepared(Staged(store.prepare_stage(rows, stage)), existing)
 
 
 def _create(
-    store: Store, file_id: int, index: int, prepared: pl.DataFrame | Staged, link_base: str
+    store: Store, file_id: int, index: int, prepared: Prepared, link_base: str
 ) -> int | None:
     """Commit a prepared chunk: rows bound one by one, or staged (a file is then deleted)."""
     stamp = now_iso()
     prefix = link_prefix(link_base)
-    if isinstance(prepared, pl.DataFrame):
-        create = invoice_table.bound(file_id, prepared, prefix, stamp)
-        return invoice_table.commit_chunk(store, file_id, index, create)
-    with store.stage(prepared.prepared) as name:
-        create = invoice_table.staged(file_id, name, prefix, stamp)
-        return invoice_table.commit_chunk(store, file_id, index, create)
-
-
-def existing_references(store: Store) -> ExistsCheck:
-    """A check for the validator: which of a chunk's references are already invoiced."""
-
-    def check(refs: pl.Series) -> pl.Series:
-        if not invoice_table.any_referenced(store):
-            return pl.repeat(False, len(refs), eager=True)
-        taken = invoice_table.taken(store.conn, refs.drop_nulls().unique().to_list())
-        return refs.is_in(list(taken)).fill_null(False)
-
-    return check
+    if isinstance(prepared.rows, pl.DataFrame):
+        create = invoice_table.bound(file_id, prepared.rows, prefix, stamp, settle)
+        return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
+    with store.stage(prepared.rows.prepared) as name:
+        create = invoice_table.staged(file_id, name, prefix, stamp, settle)
+        return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
