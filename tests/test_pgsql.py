@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.state.pgsql import Row, translate
+from worker.state.pgsql import _row_class, translate
 
 
 @pytest.mark.parametrize(
@@ -63,8 +63,9 @@ def test_the_shared_sql_is_translated_for_postgresql(sqlite, postgresql, json_pa
 
 
 def test_a_row_is_read_by_name_by_position_and_as_a_dict_like_sqlite3_row():
-    row = Row({"id": 0, "name": 1}, (7, "a.csv"))
+    row = _row_class(("id", "name"))((7, "a.csv"))
     assert (row["id"], row[1], row["name"]) == (7, "a.csv", "a.csv")
     assert tuple(row) == (7, "a.csv") and len(row) == 2
     assert dict(row) == {"id": 7, "name": "a.csv"}
     assert row.keys() == ["id", "name"]
+    assert isinstance(row, tuple) and row == (7, "a.csv")

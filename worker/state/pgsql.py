@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import psycopg
 import psycopg.rows
@@ -101,49 +101,34 @@ def _bind(statement: Statement, params: Any) -> Any:
     return values
 
 
-class Row:
-    """A result row, read by column name or by position, like ``sqlite3.Row``."""
+class Row(tuple[Any, ...]):
+    """A result row, read by column name or by position, like ``sqlite3.Row``; a tuple,
+    so whatever takes rows as sequences (polars) takes it. Each query's columns make a
+    subclass that holds their names (:func:`_row_class`)."""
 
-    __slots__ = ("_names", "_values")
+    __slots__ = ()
+    _names: ClassVar[dict[str, int]] = {}
 
-    def __init__(self, names: dict[str, int], values: Sequence[Any]) -> None:
-        self._names = names
-        self._values = tuple(values)
-
-    def __getitem__(self, key: int | str | slice) -> Any:
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
-            return self._values[self._names[key]]
-        return self._values[key]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Row):
-            return self._values == other._values
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._values)
+            return tuple.__getitem__(self, self._names[key])
+        return tuple.__getitem__(self, key)
 
     def keys(self) -> list[str]:
         return list(self._names)
 
     def __repr__(self) -> str:
-        return f"Row({dict(zip(self._names, self._values, strict=True))!r})"
+        return f"Row({dict(zip(self._names, self, strict=True))!r})"
+
+
+@functools.lru_cache(maxsize=512)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    return type("Row", (Row,), {"__slots__": (), "_names": {n: i for i, n in enumerate(names)}})
 
 
 def row_factory(cursor: Any) -> Any:
-    description = cursor.description or ()
-    names = {column.name: n for n, column in enumerate(description)}
-
-    def make(values: Sequence[Any]) -> Row:
-        return Row(names, values)
-
-    return make
+    cls = _row_class(tuple(column.name for column in cursor.description or ()))
+    return cls
 
 
 class _WholeNumeric(Loader):
