@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 
 import pytest
@@ -108,3 +110,23 @@ def test_the_references_already_invoiced_are_found_among_a_few_and_among_thousan
     assert invoices.taken(store.conn, refs[:6]) == {"REF-1", "REF-3", "REF-5"}
     assert invoices.taken(store.conn, refs) == {f"REF-{n}" for n in range(1, 701, 2)}
     assert invoices.taken(store.conn, []) == set()
+
+
+def test_threads_that_ended_leave_no_postgresql_connection_open(database_url_factory):
+    # Given a PostgreSQL store read from 20 threads in turn, each gone after its read
+    # (as a /metrics request's thread is)
+    from worker.state.postgres import PostgresStore
+
+    store = PostgresStore(database_url_factory()).open()
+    for _ in range(20):
+        thread = threading.Thread(target=store.value, args=("SELECT 1",))
+        thread.start()
+        thread.join()
+    gc.collect()
+    # Then only this thread's connection is left
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    deadline = time.monotonic() + 5
+    while store.value(sql) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.value(sql) == 1
+    store.close()

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,7 +97,9 @@ class PostgresStore(Store):
         #: Seconds the first connection waits for an unreachable server (None: forever).
         self.wait = wait
         self._local = threading.local()
-        self._all: list[pgsql.Connection] = []
+        # Weak: a thread's connection goes (closed) with the thread (an HTTP request's
+        # of /metrics, say); close() closes those still open.
+        self._all: weakref.WeakSet[pgsql.Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -120,17 +123,16 @@ class PostgresStore(Store):
             conn = connect_waiting(self.url, self.wait if conn is None else 0)
             local.conn, local.pid, local.depth = conn, os.getpid(), 0
             with self._lock:
-                self._all.append(conn)
+                self._all.add(conn)
         return conn
 
     def close(self) -> None:
         """Close every connection of the store: it is not used after this."""
         with self._lock:
-            opened, self._all = self._all, []
+            opened, self._all = list(self._all), weakref.WeakSet()
         for conn in opened:
-            if getattr(conn.raw, "pgconn", None) is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
         self._local = threading.local()
 
     @contextlib.contextmanager
