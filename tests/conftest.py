@@ -1,11 +1,20 @@
-"""Fixtures: a real Redis (the embedded redis-server), a real dramatiq worker, real
-files in ``tmp_path``, and the real ``invoice-worker`` process for CLI tests."""
+"""Fixtures: a real Redis (the embedded redis-server), a real PostgreSQL (pgserver), a
+real dramatiq worker, real files in ``tmp_path``, and the real ``invoice-worker`` process
+for CLI tests.
+
+A test module marked ``pytestmark = pytest.mark.backends`` runs each of its tests that
+use ``store`` (or ``settings``) twice: on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +27,21 @@ from helpers import WEBHOOK_SECRET, cli_env, drop, wait_files
 from mailserver import MailServer
 from sshd import Mount, Sshd, require_tools
 
-from worker import log
+from worker import log, state
 from worker.intake.watcher import Watcher
 from worker.kinds import KINDS
 from worker.pipeline.runtime import Runtime
 from worker.service import broker as broker_module
 from worker.service.redis import EmbeddedRedis
 from worker.settings import Settings, load
-from worker.state import File, SQLiteStore, Store
+from worker.state import File, Store
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,6 +57,71 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+#: The backend of the tests not marked ``backends``: ``INVOICE_WORKER_TEST_BACKEND=postgresql``
+#: runs the whole suite's in-process state on PostgreSQL.
+DEFAULT_BACKEND = os.environ.get("INVOICE_WORKER_TEST_BACKEND", "sqlite")
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The state's backend: SQLite (or the default above), unless the module is marked
+    ``backends``: then each of its tests runs on both."""
+    return str(getattr(request, "param", DEFAULT_BACKEND))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """One real PostgreSQL (pgserver's) for the session, on a Unix socket in its folder."""
+    import pgserver
+
+    # pgserver logs each command it runs at INFO, and once more at exit, after pytest
+    # closed the stream.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # Not under pytest's own temporary folder: that is the owner's only, and pgserver runs
+    # the server as a user of its own when the tests run as root.
+    folder = Path(tempfile.mkdtemp(prefix="invoice-worker-pg-"))
+    folder.chmod(0o755)
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_databases = itertools.count(1)
+
+
+def _psql(server: Any, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture
+def database_url_factory(postgres: Any) -> Iterator[Callable[[], str]]:
+    """Makes new, empty PostgreSQL databases; returns each one's URL. Dropped after."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"test_{next(_databases)}"
+        _psql(postgres, f"CREATE DATABASE {name}")
+        made.append(name)
+        return str(postgres.get_uri(name))
+
+    yield make
+    for name in made:
+        # FORCE: connections a test's threads left open go with it.
+        _psql(postgres, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str) -> str | None:
+    """None on SQLite; on PostgreSQL the URL of a new, empty database of its own."""
+    if backend == "sqlite":
+        return None
+    return str(request.getfixturevalue("database_url_factory")())
+
+
 @pytest.fixture
 def smtp() -> Iterator[MailServer]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1, recording what it accepts."""
@@ -50,18 +131,27 @@ def smtp() -> Iterator[MailServer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
     home = tmp_path / "home"
     s = load(
-        env={}, home=home, settle_seconds=0.1, scan_seconds=0.5, worker_threads=2, lease_seconds=10
+        env={},
+        home=home,
+        settle_seconds=0.1,
+        scan_seconds=0.5,
+        worker_threads=2,
+        lease_seconds=10,
+        database_url=database_url,
     )
     s.ensure_folders()
+    if database_url:
+        # The real CLI, started on this home, shares the test's PostgreSQL database.
+        (home / "invoice-worker.toml").write_text(f"database_url = {json.dumps(database_url)}\n")
     return s
 
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    s = SQLiteStore(settings.state_db).open()
+    s = state.connect(settings)
     yield s
     s.close()
 

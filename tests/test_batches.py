@@ -18,6 +18,8 @@ from helpers import (
     run_file,
 )
 
+pytestmark = pytest.mark.backends
+
 RESPONSE_FIELDS = {
     "invoiceNumber",
     "transactionId",

@@ -41,10 +41,13 @@ from worker.state.leases import Lease
 HEADER = ("invoice_number", "merchant_reference", "reason")
 
 # The pipeline keeps running between hypothesis examples (see test_properties.py).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Do not use the `random` module inside strategies"
-    ":hypothesis.errors.HypothesisDeprecationWarning"
-)
+pytestmark = [
+    pytest.mark.backends,
+    pytest.mark.filterwarnings(
+        "ignore:Do not use the `random` module inside strategies"
+        ":hypothesis.errors.HypothesisDeprecationWarning"
+    ),
+]
 
 
 def cancel_row(number: object = "", reference: str = "", reason: str = "") -> dict[str, str]:

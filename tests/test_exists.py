@@ -23,6 +23,8 @@ from worker.pipeline.chunks import read as read_chunk
 from worker.pipeline.stages import approve
 from worker.state import Store
 
+pytestmark = pytest.mark.backends
+
 LINK = "https://pay.example.com/"
 EXISTS_ERRORS = "MERCHANT_REFERENCE_EXISTS(merchant_reference)"
 #: One expiry for every row here: ``future()`` moves with the clock, and a row written a

@@ -30,7 +30,7 @@ from worker.settings import load
 
 go = Path(sys.argv[1])
 settings = load()
-store = state.connect(settings.state_db)
+store = state.connect(settings)
 while not go.exists():
     time.sleep(0.005)
 transport = from_url(settings.smtp_url, settings.mail)

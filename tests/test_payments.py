@@ -9,6 +9,7 @@ import json
 import time
 from email import message_from_bytes, policy
 
+import pytest
 from helpers import (
     WEBHOOK_SECRET,
     batch_request,
@@ -20,6 +21,8 @@ from helpers import (
     read_results,
     run_file,
 )
+
+pytestmark = pytest.mark.backends
 
 
 def signature_ok(request: dict) -> bool:

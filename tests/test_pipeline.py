@@ -16,6 +16,8 @@ from worker.pipeline.runtime import Runtime
 from worker.pipeline.stages import advance, approve
 from worker.state import files
 
+pytestmark = pytest.mark.backends
+
 
 def eml(settings, kind: str):
     paths = sorted(settings.mail.glob(f"*-{kind}.eml"))

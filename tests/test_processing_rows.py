@@ -19,6 +19,8 @@ from worker.pipeline.chunks import read_all as read_chunks
 from worker.state import Store, files
 from worker.state.invoices import INSERT_COLUMNS
 
+pytestmark = pytest.mark.backends
+
 LINK = "https://pay.example.com/it's/"
 
 

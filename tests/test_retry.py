@@ -147,7 +147,7 @@ def test_a_retry_killed_after_it_was_recorded_is_finished_by_the_next_run(home):
         from worker.state import leases, retries
         s = settings.load()
         target = s.claimed / secrets.token_hex(8) / "march.csv"
-        retries.request(state.connect(s.state_db), 1, str(target), leases.lease_owner(), 300)
+        retries.request(state.connect(s), 1, str(target), leases.lease_owner(), 300)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )

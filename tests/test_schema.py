@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,134 @@ def test_a_database_is_migrated_once_however_often_it_is_opened(tmp_path: Path):
         "m012_existing_rows",
         "m013_decided_chunks",
     ]
+
+
+# -- both backends ----------------------------------------------------------------------
+
+
+def test_every_sqlite_migration_has_its_postgresql_port_under_the_same_name():
+    # A new migration in worker/state/schema.py needs its entry in schema_pg.MIGRATIONS.
+    from worker.state import schema_pg
+
+    assert [name for name, _ in schema_pg.MIGRATIONS] == [m.name for m in migrations._migrations]
+
+
+def _shape(store) -> dict[str, object]:
+    """Tables with their columns, named indexes, views and triggers, as the store has them."""
+    from worker.state.postgres import PostgresStore
+
+    if isinstance(store, PostgresStore):
+        columns = store.all(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c"
+            " JOIN information_schema.tables t USING (table_schema, table_name)"
+            " WHERE table_schema = 'public' AND t.table_type = 'BASE TABLE'"
+            " AND table_name != '_migrations'"
+        )
+        indexes = store.all(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+            " AND indexname NOT LIKE '%\\_pkey' AND indexname NOT LIKE '%\\_key'"
+        )
+        views = store.all("SELECT viewname FROM pg_views WHERE schemaname = 'public'")
+        triggers = store.all("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+    else:
+        tables = [
+            r[0]
+            for r in store.all(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' AND name != '_sqlite_migrations'"
+            )
+        ]
+        columns = [(t, c["name"]) for t in tables for c in store.all(f"PRAGMA table_info({t})")]
+        indexes = store.all(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            " AND tbl_name != '_sqlite_migrations'"
+        )
+        views = store.all("SELECT name FROM sqlite_master WHERE type = 'view'")
+        triggers = store.all("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    return {
+        "columns": sorted((str(t), str(c)) for t, c in columns),
+        "indexes": sorted(str(r[0]) for r in indexes),
+        "views": sorted(str(r[0]) for r in views),
+        "triggers": sorted(str(r[0]) for r in triggers),
+    }
+
+
+def test_both_backends_end_with_the_same_tables_columns_indexes_views_and_triggers(
+    tmp_path: Path, postgres, database_url_factory
+):
+    # Given the schema migrated on SQLite and on PostgreSQL
+    from worker.state.postgres import PostgresStore
+
+    sqlite_store = SQLiteStore(tmp_path / "state.db").open()
+    pg_store = PostgresStore(database_url_factory()).open()
+    # Then they hold the same tables, columns, indexes, views and triggers
+    sqlite_shape, pg_shape = _shape(sqlite_store), _shape(pg_store)
+    assert sqlite_shape["columns"], "the schema has tables"
+    assert pg_shape == sqlite_shape
+    sqlite_store.close()
+    pg_store.close()
+
+
+def test_a_postgresql_database_is_migrated_once_by_processes_opening_it_at_once(
+    database_url_factory,
+):
+    # Given four stores opening one new database at the same moment
+    from worker.state.postgres import PostgresStore
+
+    url = database_url_factory()
+    stores = [PostgresStore(url) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda s: s.open(), stores))
+    # Then each migration was applied once, in order
+    applied = [r[0] for r in stores[0].all("SELECT name FROM _migrations ORDER BY id")]
+    assert applied == [m.name for m in migrations._migrations]
+    # And opening it again applies nothing
+    PostgresStore(url).open().close()
+    assert stores[0].value("SELECT count(*) FROM _migrations") == len(applied)
+    for s in stores:
+        s.close()
+
+
+@pytest.mark.backends
+def test_references_and_transaction_ids_are_unique_on_both_backends_and_tokens_are_not(store):
+    with store.atomic() as conn:
+        conn.execute(ROW, (101, "REF-1", None, "SINGLE", "tok1", "tok1", None, None, 0))
+        conn.execute(ROW, (103, None, "TX-1", "BATCH", "tok3", "tok3", None, None, 0))
+    with pytest.raises(store.integrity_errors), store.atomic() as conn:
+        conn.execute(ROW, (104, None, "TX-1", "BATCH", "tok4", "tok4", None, None, 0))
+    with pytest.raises(store.integrity_errors), store.atomic() as conn:
+        conn.execute(ROW, (105, "REF-1", None, "SINGLE", "tok5", "tok5", None, None, 0))
+    with store.atomic() as conn:
+        conn.execute(ROW, (106, "REF-6", None, "SINGLE", "tok1", "tok1", None, None, 0))
+    assert [r[0] for r in store.all("SELECT invoice_number FROM invoices ORDER BY 1")] == [
+        101,
+        103,
+        106,
+    ]
+    assert [r["invoice_number"] for r in store.all("SELECT * FROM sms_pending")] == []
+
+
+@pytest.mark.backends
+def test_a_status_change_is_recorded_by_the_trigger_with_the_payment_that_made_it(store):
+    # Given an invoice and a payment of it
+    with store.atomic() as conn:
+        conn.execute(ROW, (101, "REF-1", None, "SINGLE", "tok1", "tok1", None, None, 0))
+        conn.execute(
+            "INSERT INTO payments (payment_reference, file_id, line_number, invoice_number,"
+            " amount, currency, paid_at, created_at) VALUES ('PAY-1', 1, 2, 101, 500, 'USD',"
+            " 'x', 'x')"
+        )
+    # When it is paid, then its status is set again to the same, then it is cancelled
+    for status in ("PAID", "PAID", "CANCELLED"):
+        with store.atomic() as conn:
+            conn.execute("UPDATE invoices SET status = ? WHERE invoice_number = 101", (status,))
+    # Then two changes are recorded, the payment named on the first
+    rows = store.all(
+        "SELECT invoice_number, merchant_reference, status, payment_reference, changed_at"
+        " FROM status_changes ORDER BY id"
+    )
+    assert [tuple(r)[:4] for r in rows] == [
+        (101, "REF-1", "PAID", "PAY-1"),
+        (101, "REF-1", "CANCELLED", None),
+    ]
+    assert all(len(r["changed_at"]) == 20 and r["changed_at"].endswith("Z") for r in rows)

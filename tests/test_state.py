@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 
 import pytest
 
 from worker.errors import LeaseHeld, StateError
-from worker.state import File, FileState, files
+from worker.state import File, FileState, files, invoices
 from worker.state.leases import Lease
+
+pytestmark = pytest.mark.backends
 
 
 def test_a_nested_atomic_block_is_a_savepoint_rolled_back_alone(store):
@@ -90,3 +94,39 @@ def test_a_run_whose_lease_was_taken_from_it_is_told_at_its_next_renewal(store):
     with pytest.raises(LeaseHeld, match="lost"):
         lease.renew()
     assert files.get(store, file_id).lease_owner == "elsewhere:1:x"
+
+
+def test_the_references_already_invoiced_are_found_among_a_few_and_among_thousands(store):
+    # Given invoices for every other reference up to 700
+    with store.atomic() as conn:
+        conn.executemany(
+            "INSERT INTO invoices (invoice_number, merchant_reference, file_id, type, status,"
+            " amount, currency, token, payment_link_url, created_at, updated_at)"
+            " VALUES (?, ?, 1, 'SINGLE', 'NEW', 100, 'USD', ?, 'x', 'x', 'x')",
+            [(n, f"REF-{n}", f"tok{n}") for n in range(1, 701, 2)],
+        )
+    refs = [f"REF-{n}" for n in range(1, 2001)]
+    # Then a few references are looked up in a list, thousands at once, none at all
+    assert invoices.taken(store.conn, refs[:6]) == {"REF-1", "REF-3", "REF-5"}
+    assert invoices.taken(store.conn, refs) == {f"REF-{n}" for n in range(1, 701, 2)}
+    assert invoices.taken(store.conn, []) == set()
+
+
+def test_threads_that_ended_leave_no_postgresql_connection_open(database_url_factory):
+    # Given a PostgreSQL store read from 20 threads in turn, each gone after its read
+    # (as a /metrics request's thread is)
+    from worker.state.postgres import PostgresStore
+
+    store = PostgresStore(database_url_factory()).open()
+    for _ in range(20):
+        thread = threading.Thread(target=store.value, args=("SELECT 1",))
+        thread.start()
+        thread.join()
+    gc.collect()
+    # Then only this thread's connection is left
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    deadline = time.monotonic() + 5
+    while store.value(sql) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.value(sql) == 1
+    store.close()

@@ -28,6 +28,8 @@ from worker.errors import ConfigError
 from worker.settings import load
 from worker.state import status
 
+pytestmark = pytest.mark.backends
+
 #: 2027-01-15 08:00:00 UTC, the writer's clock in the tests that turn it by hand.
 T0 = float(calendar.timegm((2027, 1, 15, 8, 0, 0)))
 
@@ -98,7 +100,7 @@ KILL_AFTER_RECORDING = textwrap.dedent(
     from worker.delivery.status import name_at
     from worker.state import status
     s = settings.load()
-    recorded = status.record(state.connect(s.state_db), name_at, time.time(), 0)
+    recorded = status.record(state.connect(s), name_at, time.time(), 0)
     print(recorded.name, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """

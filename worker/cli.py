@@ -18,6 +18,8 @@ from worker.settings import Settings
 EXIT_OK = 0
 EXIT_INVALID_ROWS = 1
 EXIT_UNUSABLE = 2
+#: Seconds a one-off command waits for an unreachable PostgreSQL (a service waits on).
+CLI_WAIT = 10.0
 
 pass_settings = click.make_pass_decorator(Settings)
 
@@ -182,8 +184,11 @@ def status(settings: Settings, as_json: bool, limit: int) -> None:
     from worker.state import files
 
     rows = []
-    if settings.state_db.exists():
-        rows = files.listing(state.connect(settings.state_db), limit)
+    if settings.database_url or settings.state_db.exists():
+        try:
+            rows = files.listing(state.connect(settings, wait=CLI_WAIT), limit)
+        except InvoiceWorkerError as exc:
+            raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -213,7 +218,7 @@ def approve(settings: Settings, file_id: int) -> None:
     from worker.pipeline.stages import approve as approve_file
 
     try:
-        approve_file(state.connect(settings.state_db), file_id)
+        approve_file(state.connect(settings, wait=CLI_WAIT), file_id)
     except InvoiceWorkerError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"File {file_id} approved; the running worker processes it within seconds.")
@@ -238,7 +243,7 @@ def retry(settings: Settings, file_id: int) -> None:
 
     settings.ensure_folders()
     try:
-        claim.retry(settings, state.connect(settings.state_db), file_id)
+        claim.retry(settings, state.connect(settings, wait=CLI_WAIT), file_id)
     except InvoiceWorkerError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(

@@ -27,6 +27,9 @@ class Settings:
     home: Path = Path(".")
     #: No URL means an embedded redis-server under ``var/``.
     redis_url: str | None = None
+    #: No URL means SQLite in ``var/state.db``; ``postgresql://user:password@host/db``
+    #: puts the state in PostgreSQL, which any number of hosts may share.
+    database_url: str | None = None
     #: No URL means emails are written as ``.eml`` files to ``mail/``.
     smtp_url: str | None = None
     mail_from: str = "invoice-worker@localhost"
@@ -254,6 +257,10 @@ def _checked(settings: Settings) -> Settings:
         if not settings.merchant_webhook_secret:
             # The merchant is promised signed notifications: never send one unsigned.
             raise ConfigError("merchant_webhook_secret: required with merchant_webhook_url")
+    if settings.database_url:
+        scheme, _, _ = settings.database_url.partition("://")
+        if scheme.lower() not in ("postgresql", "postgres"):
+            raise ConfigError("database_url: expected postgresql://user:password@host:port/db")
     if settings.sftp_url:
         if not settings.sftp_url.lower().startswith("sftp://") or not (
             urllib.parse.urlsplit(settings.sftp_url).hostname

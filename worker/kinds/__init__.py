@@ -20,7 +20,7 @@ from worker.kinds.payments import PaymentFiles
 from worker.pipeline.check import Report
 from worker.pipeline.kind import Kinds
 from worker.settings import Settings
-from worker.state import SQLiteStore
+from worker.state import store_for
 
 __all__ = ["KINDS", "BatchFiles", "CancellationFiles", "InvoiceFiles", "PaymentFiles", "check"]
 
@@ -43,5 +43,6 @@ def check(settings: Settings, path: Path, work: Path) -> Report:
     if kind is None:
         raise FileRejected("UNKNOWN_FILE_KIND", f"{table.kind} files are not supported yet")
     # Read only: a database that is not there is not created, nor one there migrated.
-    store = SQLiteStore(settings.state_db) if settings.state_db.exists() else None
+    candidate = store_for(settings)
+    store = candidate if candidate.initialised() else None
     return kind.check(settings, table, store)

@@ -50,7 +50,8 @@ class Parts:
 @contextlib.contextmanager
 def parts(settings: Settings) -> Iterator[Parts]:
     settings.ensure_folders()
-    store = state.connect(settings.state_db)
+    # A database that is not up yet (a host booting with it) is waited for, logged.
+    store = state.connect(settings, wait=None)
     redis = redis_server.start(settings.redis_url, settings.var)
     try:
         broker = broker_module.install(redis.url)
@@ -62,6 +63,7 @@ def parts(settings: Settings) -> Iterator[Parts]:
             "worker.configured",
             home=settings.home,
             redis=log.redact_url(redis.url) if settings.redis_url else "embedded",
+            state=log.redact_url(settings.database_url) or settings.state_db,
             smtp=log.redact_url(settings.smtp_url) or f"eml files in {settings.mail}",
         )
         yield Parts(settings, store, redis, broker, runtime)

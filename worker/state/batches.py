@@ -110,7 +110,7 @@ def decided(store: Store, file_id: int) -> set[int]:
 def counts(store: Store, file_id: int) -> tuple[int, int]:
     """``(decided, rejected)``: how many of the file's requests were decided, and refused."""
     row = store.row(
-        "SELECT count(*) AS n, coalesce(sum(status = 'REJECTED'), 0) AS rejected"
+        "SELECT count(*) AS n, count(CASE WHEN status = 'REJECTED' THEN 1 END) AS rejected"
         " FROM batch_requests WHERE file_id = ?",
         (file_id,),
     )

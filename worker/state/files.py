@@ -124,10 +124,10 @@ def add(
         stamp = now_iso()
         cur = conn.execute(
             "INSERT INTO files (name, claimed_path, sha256, size, mtime_ns, state,"
-            " received_at, updated_at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?)",
+            " received_at, updated_at) VALUES (?, ?, ?, ?, ?, 'received', ?, ?) RETURNING id",
             (name, claimed_path, sha256, size, mtime_ns, stamp, stamp),
         )
-        file_id = int(cur.lastrowid or 0)
+        file_id = int(cur.fetchone()[0])
         conn.execute(
             "INSERT INTO transitions (file_id, state, at) VALUES (?, 'received', ?)",
             (file_id, stamp),

@@ -11,7 +11,6 @@ a results file written again after a crash still shows them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -62,9 +61,10 @@ CHUNK_COLUMNS = frozenset(
 #: What a row binds (see :func:`insert_sql`): fewer values bound per row is most of what
 #: Python costs per invoice.
 BOUND_COLUMNS = tuple(c for c in INSERT_COLUMNS if c not in CHUNK_COLUMNS)
-#: Page cache of the connection that bulk-writes (KiB, as SQLite takes it when negative):
-#: the merchant references' unique index is written wherever the ERP's references fall,
-#: and with SQLite's default of 2 MiB a chunk in random order rereads and spills most of it.
+#: Page cache of the connection that bulk-writes on SQLite (KiB, as SQLite takes it when
+#: negative): the merchant references' unique index is written wherever the ERP's
+#: references fall, and with SQLite's default of 2 MiB a chunk in random order rereads
+#: and spills most of it.
 BULK_CACHE_KIB = 64 * 1024
 #: Up to this many references are looked up with ``IN (...)``; more as one JSON array
 #: (SQLite caps the parameters of one statement, and the join is faster then).
@@ -211,7 +211,7 @@ def staged(file_id: int, table: str, link_prefix: str, stamp: str, settle: Settl
     # A lookup per staged row through the unique index: IN (SELECT ...) would list
     # every reference of the table first, with the write lock held.
     exists = (
-        "EXISTS (SELECT 1 FROM main.invoices AS i"
+        "EXISTS (SELECT 1 FROM invoices AS i"
         f" WHERE i.merchant_reference = {table}.merchant_reference)"
     )
 
@@ -233,7 +233,7 @@ def commit_chunk(
     """Run ``create`` and mark the chunk done, in one transaction, with the chunk's
     ``existing`` rows (see :func:`record_existing`); None when it was done already
     (another delivery got there first). Returns the count created."""
-    store.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+    store.tune_for_bulk()
     with store.atomic() as conn:
         if chunks.is_done(conn, file_id, index):
             return None
@@ -242,7 +242,7 @@ def commit_chunk(
         conn.execute("SAVEPOINT bulk")
         try:
             created = create(conn, False)
-        except sqlite3.IntegrityError:
+        except store.integrity_errors:
             conn.execute("ROLLBACK TO bulk")
             created = create(conn, True)
         conn.execute("RELEASE bulk")

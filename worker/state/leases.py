@@ -198,10 +198,14 @@ class Heartbeat:
         self._leases: set[Lease] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # A lease added while the thread sleeps out an idle wait (60 s / 8) wakes it: a
+        # short lease must not wait that long for its first beat.
+        self._wake = threading.Event()
 
     def add(self, lease: Lease) -> None:
         with self._lock:
             self._leases.add(lease)
+            self._wake.set()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
                 self._thread.start()
@@ -217,7 +221,8 @@ class Heartbeat:
             for lease in leases:
                 lease.beat()
             shortest = min((lease.seconds for lease in leases), default=60.0)
-            time.sleep(max(shortest / 8, 0.1))
+            self._wake.wait(max(shortest / 8, 0.1))
+            self._wake.clear()
 
 
 HEARTBEAT = Heartbeat()

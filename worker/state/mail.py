@@ -47,9 +47,9 @@ def _put_back(conn: Connection, lane: int, not_before: float | None) -> None:
     Only the lane's holder claims its rows, so none of them is in flight elsewhere."""
     conn.execute(
         "UPDATE invoices SET email_state = 'pending', email_attempts = email_attempts - 1,"
-        " email_next_at = max(email_next_at, ?) WHERE email_state = 'sending'"
-        " AND invoice_number % ? = ?",
-        (not_before or 0, LANES, lane),
+        " email_next_at = CASE WHEN email_next_at > ? THEN email_next_at ELSE ? END"
+        " WHERE email_state = 'sending' AND invoice_number % ? = ?",
+        (not_before or 0, not_before or 0, LANES, lane),
     )
 
 
@@ -136,7 +136,7 @@ def due_more_than(store: Store, count: int) -> bool:
     return bool(
         store.value(
             "SELECT count(*) FROM (SELECT 1 FROM invoices WHERE email_state = 'pending'"
-            " AND email_next_at <= ? LIMIT ?)",
+            " AND email_next_at <= ? LIMIT ?) AS due",
             (time.time(), count + 1),
         )
         > count
@@ -178,7 +178,8 @@ def unreported_failures(store: Store, report_kind: str) -> list[tuple[int, str]]
 def outcome_counts(store: Store, file_id: int) -> tuple[int, int]:
     """(sent, failed) customer emails of a file."""
     row = store.row(
-        "SELECT sum(email_state = 'sent') AS sent, sum(email_state = 'failed') AS failed"
+        "SELECT count(CASE WHEN email_state = 'sent' THEN 1 END) AS sent,"
+        " count(CASE WHEN email_state = 'failed' THEN 1 END) AS failed"
         " FROM invoices WHERE file_id = ?",
         (file_id,),
     )

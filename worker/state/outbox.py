@@ -11,6 +11,7 @@ from typing import Any
 
 from notifications.prepared import Prepared
 from worker.state import queue
+from worker.state.files import now_iso
 from worker.state.store import Connection, Store
 
 TABLE = "outbox"
@@ -27,8 +28,8 @@ def record(
         msg = Prepared.of(msg)
     conn.execute(
         "INSERT OR IGNORE INTO outbox (key, kind, file_id, recipients, subject, message,"
-        " created_at) VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
-        (key, kind, file_id, msg.to, msg.subject, msg.data),
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key, kind, file_id, msg.to, msg.subject, msg.data, now_iso()),
     )
 
 
@@ -42,12 +43,15 @@ def finish(store: Store, outcomes: list[Outcome]) -> None:
     """Record the outcome of each message tried, in one transaction."""
     if not outcomes:
         return
+    stamp = now_iso()
     with store.atomic() as conn:
         conn.executemany(
             "UPDATE outbox SET state = ?, last_error = ?, next_attempt_at = ?,"
-            " sent_at = CASE WHEN ? = 'sent' THEN strftime('%Y-%m-%dT%H:%M:%SZ','now') END"
-            " WHERE id = ?",
-            [(state, error, retry, state, row_id) for row_id, state, error, retry in outcomes],
+            " sent_at = CASE WHEN ? = 'sent' THEN ? END WHERE id = ?",
+            [
+                (state, error, retry, state, stamp, row_id)
+                for row_id, state, error, retry in outcomes
+            ],
         )
 
 

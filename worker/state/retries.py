@@ -71,9 +71,11 @@ def request(store: Store, file_id: int, target: str, owner: str, lease_seconds: 
     with store.atomic() as conn:
         source = str(check(store, file_id).final_path)
         cur = conn.execute(
-            "INSERT INTO retries (file_id, source, target, requested_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO retries (file_id, source, target, requested_at) VALUES (?, ?, ?, ?)"
+            " RETURNING id",
             (file_id, source, target, now_iso()),
         )
+        retry_id = int(cur.fetchone()[0])
         cleared: dict[str, object] = dict.fromkeys(_FOUND)
         transition(
             conn,
@@ -84,7 +86,7 @@ def request(store: Store, file_id: int, target: str, owner: str, lease_seconds: 
             lease_until=time.time() + lease_seconds,
             **cleared,
         )
-    return Retry(int(cur.lastrowid or 0), file_id, source, target)
+    return Retry(retry_id, file_id, source, target)
 
 
 def pending(store: Store, file_id: int) -> Retry | None:

@@ -1,6 +1,8 @@
 """The state database's schema, as numbered migrations applied in order on open.
 
-A migration, once released, is never edited: a change is a new migration.
+A migration, once released, is never edited: a change is a new migration. Each one
+has its PostgreSQL port, under the same name, in :mod:`worker.state.schema_pg`
+(``tests/test_schema.py`` fails until it has).
 """
 
 from __future__ import annotations

@@ -83,10 +83,10 @@ def record_download(
     with store.atomic() as conn:
         cur = conn.execute(
             "INSERT INTO sftp_fetches (remote_path, size, mtime, sha256, local_path, state,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (remote_path, size, mtime, sha256, local_path, FetchState.DOWNLOADED, stamp, stamp),
         )
-        fetch_id = int(cur.lastrowid or 0)
+        fetch_id = int(cur.fetchone()[0])
     return get(store, fetch_id)
 
 

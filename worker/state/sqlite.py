@@ -14,10 +14,14 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import sqlite_utils
 
 from worker.errors import StateError
+from worker.state import staging
+from worker.state.invoices import BULK_CACHE_KIB
 from worker.state.mounts import filesystem_type, is_network_filesystem
 from worker.state.schema import migrations
 from worker.state.store import Store, savepoint
@@ -27,6 +31,8 @@ BUSY_TIMEOUT_MS = 60_000
 
 class SQLiteStore(Store):
     """``var/state.db``. One connection per thread; safe across processes on one host."""
+
+    integrity_errors = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -55,6 +61,9 @@ class SQLiteStore(Store):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f"{self.path}{suffix}", 0o600)
         return self
+
+    def initialised(self) -> bool:
+        return self.path.exists()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -117,3 +126,13 @@ class SQLiteStore(Store):
             finally:
                 self._local.depth = 0
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def prepare_stage(self, rows: pl.DataFrame, path: Path) -> Any:
+        staging.write(rows, path)
+        return path
+
+    def stage(self, prepared: Any) -> contextlib.AbstractContextManager[str]:
+        return staging.attached(self.conn, Path(prepared))
+
+    def tune_for_bulk(self) -> None:
+        self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")

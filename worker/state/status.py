@@ -90,10 +90,10 @@ def record(
             n += 1
             name = f"{stem}-{n}.csv"
         cur = conn.execute(
-            "INSERT INTO status_files (name, changes, recorded_at) VALUES (?, ?, ?)",
+            "INSERT INTO status_files (name, changes, recorded_at) VALUES (?, ?, ?) RETURNING id",
             (name, count, now),
         )
-        file_id = int(cur.lastrowid or 0)
+        file_id = int(cur.fetchone()[0])
         conn.execute(
             "UPDATE status_changes SET status_file = ? WHERE status_file IS NULL", (file_id,)
         )

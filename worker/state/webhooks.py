@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from worker.state import queue
+from worker.state.files import now_iso
 from worker.state.store import Connection, Store
 
 TABLE = "webhooks"
@@ -44,8 +45,8 @@ def sent(store: Store, row_id: int) -> None:
     with store.atomic() as conn:
         conn.execute(
             "UPDATE webhooks SET state = 'sent', last_error = NULL, next_attempt_at = 0,"
-            " sent_at = strftime('%Y-%m-%dT%H:%M:%SZ','now') WHERE id = ?",
-            (row_id,),
+            " sent_at = ? WHERE id = ?",
+            (now_iso(), row_id),
         )
 
 

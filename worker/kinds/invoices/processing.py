@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -38,7 +39,7 @@ def process_chunk(
     """Create a chunk's invoices; None when it was already done. Returns the count created."""
     if done_marks.is_done(store.conn, file_id, index):
         return None
-    return _create(store, file_id, index, _prepare(path, number_base), link_base)
+    return _create(store, file_id, index, _prepare(store, path, number_base), link_base)
 
 
 def process_chunks(
@@ -56,16 +57,16 @@ def process_chunks(
     if len(todo) <= 1:
         # One chunk, as every small file has: no thread to start.
         for index, path in todo:
-            _create(store, file_id, index, _prepare(path, number_base), link_base)
+            _create(store, file_id, index, _prepare(store, path, number_base), link_base)
             after_each()
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage") as ahead:
-        pending = ahead.submit(_prepare, todo[0][1], number_base)
+        pending = ahead.submit(_prepare, store, todo[0][1], number_base)
         try:
             for n, (index, _) in enumerate(todo):
                 prepared = pending.result()
                 if n + 1 < len(todo):
-                    pending = ahead.submit(_prepare, todo[n + 1][1], number_base)
+                    pending = ahead.submit(_prepare, store, todo[n + 1][1], number_base)
                 _create(store, file_id, index, prepared, link_base)
                 after_each()
         finally:
@@ -73,13 +74,21 @@ def process_chunks(
             _discard(pending)
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A big chunk's rows as the store staged them ahead (:meth:`Store.prepare_stage`):
+    a staging file on SQLite."""
+
+    prepared: Any
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """A chunk ready to commit: its invoices' rows (in memory, or a staging file if many)
-    and its rows naming an invoice with the same content (``line_number``,
+    """A chunk ready to commit: its invoices' rows (in memory, or staged if many) and
+    its rows naming an invoice with the same content (``line_number``,
     ``invoice_number``)."""
 
-    rows: pl.DataFrame | Path
+    rows: pl.DataFrame | Staged
     existing: pl.DataFrame
 
 
@@ -88,11 +97,11 @@ def _discard(pending: Future[Prepared]) -> None:
         return
     with contextlib.suppress(BaseException):
         prepared = pending.result()
-        if isinstance(prepared.rows, Path):
-            prepared.rows.unlink(missing_ok=True)
+        if isinstance(prepared.rows, Staged) and isinstance(prepared.rows.prepared, Path):
+            prepared.rows.prepared.unlink(missing_ok=True)
 
 
-def _prepare(path: Path, number_base: int) -> Prepared:
+def _prepare(store: Store, path: Path, number_base: int) -> Prepared:
     """A chunk's valid rows as ``invoices`` rows, and its existing rows."""
     chunk = with_existing(chunks.read(path))
     existing = chunk.filter(pl.col("existing").is_not_null()).select(
@@ -105,19 +114,18 @@ def _prepare(path: Path, number_base: int) -> Prepared:
         return Prepared(rows, existing)
     # A name of its own: a delivery that took over an expired lease must not share it.
     stage = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.stage.db")
-    staging.write(rows, stage)
-    return Prepared(stage, existing)
+    return Prepared(Staged(store.prepare_stage(rows, stage)), existing)
 
 
 def _create(
     store: Store, file_id: int, index: int, prepared: Prepared, link_base: str
 ) -> int | None:
-    """Commit a prepared chunk: rows bound one by one, or its staging file (then deleted)."""
+    """Commit a prepared chunk: rows bound one by one, or staged (a file is then deleted)."""
     stamp = now_iso()
     prefix = link_prefix(link_base)
     if isinstance(prepared.rows, pl.DataFrame):
         create = invoice_table.bound(file_id, prepared.rows, prefix, stamp, settle)
         return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
-    with staging.attached(store.conn, prepared.rows) as name:
+    with store.stage(prepared.rows.prepared) as name:
         create = invoice_table.staged(file_id, name, prefix, stamp, settle)
         return invoice_table.commit_chunk(store, file_id, index, create, prepared.existing)
