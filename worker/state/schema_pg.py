@@ -339,6 +339,17 @@ M012 = ddl(
     """
 )
 
+M013 = ddl(
+    """
+    CREATE TABLE decided_chunks (
+        file_id INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        results BLOB NOT NULL,
+        PRIMARY KEY (file_id, chunk)
+    );
+    """
+)
+
 #: Every migration of ``worker.state.schema``, by its name, in its order.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m001_schema", M001),
@@ -352,6 +363,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("m010_cancellations", M010),
     ("m011_status_files", M011),
     ("m012_existing_rows", M012),
+    ("m013_decided_chunks", M013),
 )
 
 
