@@ -40,6 +40,9 @@ class Hosts:
             INVOICE_WORKER_DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
             INVOICE_WORKER_LEASE_SECONDS=str(LEASE_SECONDS),
+            # Distinct hosts: a dead one's leases are taken over once its heartbeat
+            # stops, not at once as a dead process of one's own host.
+            INVOICE_WORKER_HOST_NAME=name,
             **{f"INVOICE_WORKER_{f.upper()}_DIR": str(self.shared / f) for f in self.folders},
             **extra,
         )
@@ -173,8 +176,8 @@ def test_a_host_killed_mid_payment_file_leaves_each_invoice_paid_once(hosts):
 def test_a_host_killed_mid_email_run_leaves_the_rest_to_another_and_each_customer_one_email(
     hosts, smtp
 ):
-    # Given host A sending 3,000 customer emails over SMTP, paced at 300 a second
-    n = 3_000
+    # Given host A sending 400 customer emails over SMTP, paced at 300 a second
+    n = 400
     source = hosts.root / "emails.csv"
     big_invoice_file(source, n, bad_every=n + 1)
     pl.read_csv(source, infer_schema=False).with_columns(
@@ -184,15 +187,16 @@ def test_a_host_killed_mid_email_run_leaves_the_rest_to_another_and_each_custome
     mail = {"INVOICE_WORKER_SMTP_URL": smtp.url, "INVOICE_WORKER_MAIL_RATE": "300"}
     a = hosts.start("host-a", **mail)
 
-    # When A dies a few hundred emails in, and host B is running
+    # When A dies some fifty emails in, and host B is running
     customers = lambda: [r for r in smtp.received if r.rcpt_tos[0].startswith("c")]  # noqa: E731
-    hosts.wait(lambda: len(customers()) >= 300, what="emails from A")
+    hosts.wait(lambda: len(customers()) >= 50, what="emails from A")
     kill(a)
     hosts.start("host-b", **mail)
 
     # Then B sends the rest: every customer has their email
     hosts.wait(
         lambda: hosts.value("SELECT count(*) FROM invoices WHERE email_state = 'sent'") == n,
+        timeout=300,
         what="all sent",
     )
     got = customers()

@@ -14,6 +14,7 @@ from worker import log
 from worker import settings as settings_module
 from worker.errors import FileRejected, InvoiceWorkerError
 from worker.settings import Settings
+from worker.state import leases
 
 EXIT_OK = 0
 EXIT_INVALID_ROWS = 1
@@ -59,6 +60,7 @@ def main(ctx: click.Context, home: Path | None, log_format: str | None, log_leve
     except InvoiceWorkerError as exc:
         raise click.ClickException(str(exc)) from exc
     log.setup(settings.log_format, log_level)
+    leases.set_host(settings.host_name)
     ctx.obj = settings
 
 

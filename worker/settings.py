@@ -56,6 +56,10 @@ class Settings:
     scan_seconds: float = 2.0
     #: Seconds a job holds a file before another run may take it over.
     lease_seconds: float = 60.0
+    #: This host's name in lease owners; unset, the system's. A lease of a dead process
+    #: of this host is taken over at once, any other's once its heartbeat stops: hosts
+    #: that share a database need distinct names (containers may all be "localhost").
+    host_name: str | None = None
     worker_threads: int = 4
     #: Processes that run jobs, each with ``worker_threads`` threads; 0 means one a core
     #: (up to 4). A job holds its interpreter's lock, so it is processes that use cores.

@@ -26,6 +26,7 @@ from multiprocessing.process import BaseProcess
 from worker import log
 from worker.service import signals
 from worker.settings import Settings
+from worker.state import leases
 
 #: Used when ``worker_processes`` is 0: one process a core, up to this many.
 AUTO_MAX = 4
@@ -91,6 +92,7 @@ def stop(children: list[BaseProcess], timeout: float) -> None:
 def child_setup(settings: Settings, level: str) -> None:
     """A started process's first steps: its log, and stopping when its parent is gone."""
     log.setup(settings.log_format, level)
+    leases.set_host(settings.host_name)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_stop_with, args=(parent,), daemon=True).start()

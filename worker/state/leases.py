@@ -25,6 +25,12 @@ from worker.state.store import Connection, Store
 HOST = socket.gethostname()
 
 
+def set_host(name: str | None) -> None:
+    """Name this process's host in the leases it takes (``host_name``); None: the system's."""
+    global HOST
+    HOST = name or socket.gethostname()
+
+
 def lease_owner() -> str:
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
