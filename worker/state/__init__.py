@@ -8,10 +8,13 @@ is not yet recorded, in the same transaction as its effect.
   translates the shared SQL for PostgreSQL.
 - ``schema``: numbered migrations, applied on open; ``schema_pg`` ports each.
 - ``files``: the typed :class:`File` record, :class:`FileState`, transitions.
-- ``chunks``: units of work done, and the number counters.
-- ``leases``: which run holds a file.
-- the rest: one module per table family (invoices, payments, batches, outbox,
-  webhooks, customer mail), called by the kinds and by delivery.
+- ``chunks``: units of work done; ``decided``: the result rows stored with them;
+  ``remade``: undoing a file's lost work before it is made again (another host died).
+- ``leases``: which run holds a file, and which process holds a named role.
+- ``staging`` and ``staging_pg``: a big chunk's bulk load (ADBC, or COPY).
+- the rest: one module per table family (invoices, payments, batches, cancellations,
+  outbox, webhooks, customer mail, status files, retries, SFTP fetches, metrics),
+  called by the kinds and by delivery.
 """
 
 from __future__ import annotations
