@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import cli_env, drop, invoice_csv, invoice_row
+from helpers import cli_env, drop, invoice_csv, invoice_row, run_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.errors import ConfigError
@@ -341,3 +341,22 @@ def test_customer_emails_sent_failed_and_deferred_are_counted_as_a_server_answer
         server.port, lambda s: (customer(s, "sent"), customer(s, "deferred")) == (2, 0)
     )
     assert customer(samples, "failed") == 1 and customer(samples, "pending") == 0
+
+
+def test_rows_answered_with_an_existing_invoice_are_counted_apart(
+    pipeline: Any, metrics_server: Any
+):
+    # Given a file of three invoices processed, then sent again as a spreadsheet user
+    # would export it (other delimiter), with one amount corrected
+    rows = [invoice_row(n, request_expiry_date="2031-01-01T10:00:00Z") for n in (1, 2, 3)]
+    first = run_file(pipeline, "march.csv", invoice_csv(rows))
+    assert first.state == "processed"
+    again = [*rows[:2], {**rows[2], "amount": "777"}]
+    second = run_file(pipeline, "march-again.csv", invoice_csv(again).replace(",", ";"))
+    assert second.state == "processed"
+    # Then the endpoint counts the two same rows as existing, the changed one rejected
+    server = metrics_server()
+    samples = scrape(server.port)
+    assert value(samples, "invoice_worker_rows_existing_total", kind="invoices") == 2
+    assert value(samples, "invoice_worker_rows_rejected_total", kind="invoices") == 1
+    assert value(samples, "invoice_worker_invoices_created_total", kind="invoices") == 3

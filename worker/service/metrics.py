@@ -86,6 +86,11 @@ class StateCollector:
         rejected = CounterMetricFamily(
             f"{PREFIX}_rows_rejected", "Rejected rows of files in a final state.", labels=["kind"]
         )
+        existing = CounterMetricFamily(
+            f"{PREFIX}_rows_existing",
+            "Rows of files in a final state answered with an existing invoice (EXISTS).",
+            labels=["kind"],
+        )
         created = CounterMetricFamily(
             f"{PREFIX}_invoices_created", "Invoices created, by the kind of file.", labels=["kind"]
         )
@@ -94,12 +99,15 @@ class StateCollector:
             files.add_metric([t.kind, t.state], t.files)
             if t.state in FINAL_STATES:
                 sums = finals.setdefault(t.kind, Counter())
-                sums.update(valid=t.valid, rejected=t.rejected, created=t.created)
+                sums.update(
+                    valid=t.valid, rejected=t.rejected, existing=t.existing, created=t.created
+                )
         for kind, sums in sorted(finals.items()):
             valid.add_metric([kind], sums["valid"])
             rejected.add_metric([kind], sums["rejected"])
+            existing.add_metric([kind], sums["existing"])
             created.add_metric([kind], sums["created"])
-        yield from (files, valid, rejected, created)
+        yield from (files, valid, rejected, existing, created)
         oldest = queries.oldest_unfinished(self.store)
         age = 0.0
         if oldest is not None:

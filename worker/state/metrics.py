@@ -35,6 +35,8 @@ class FileTotals:
     files: int
     valid: int
     rejected: int
+    #: Rows answered with an invoice that existed with the same content (SPEC 13).
+    existing: int
     created: int
 
 
@@ -47,7 +49,8 @@ def file_totals(store: Store) -> list[FileTotals]:
     """Per kind and state: files, valid and rejected rows, invoices created."""
     rows = store.all(
         "SELECT kind, state, count(*) AS files, coalesce(sum(valid), 0) AS valid,"
-        " coalesce(sum(rejected), 0) AS rejected, coalesce(sum(created), 0) AS created"
+        " coalesce(sum(rejected), 0) AS rejected, coalesce(sum(existing), 0) AS existing,"
+        " coalesce(sum(created), 0) AS created"
         " FROM files GROUP BY kind, state"
     )
     return [
@@ -57,6 +60,7 @@ def file_totals(store: Store) -> list[FileTotals]:
             files=int(r["files"]),
             valid=int(r["valid"]),
             rejected=int(r["rejected"]),
+            existing=int(r["existing"]),
             created=int(r["created"]),
         )
         for r in rows
