@@ -20,7 +20,8 @@ def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("notifications", "templates"),
         # select_autoescape matches by suffix: ".html.j2" must be named to be escaped.
-        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=True),
+        # The plain-text twins are not HTML: "Smith & Co" stays as written there.
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -59,7 +60,8 @@ class Pieces:
 
     Only for templates that print their variables as they are, with no logic on their
     values (``if`` on whether one is empty is decided by the caller, who makes one
-    Pieces for each case): every value is escaped as autoescape escapes it.
+    Pieces for each case): every value is escaped in the HTML as autoescape escapes
+    it, and written as it is in the text.
     """
 
     def __init__(self, name: str, **context: Any) -> None:
@@ -69,7 +71,7 @@ class Pieces:
 
     def fill(self, values: list[str]) -> tuple[str, str]:
         escaped = [str(escape(v)) if _SPECIAL.search(v) else v for v in values]
-        return self._text.format(*escaped), self._html.format(*escaped)
+        return self._text.format(*values), self._html.format(*escaped)
 
 
 #: What autoescape changes; a value with none of these is escaped as it is.

@@ -131,6 +131,19 @@ def test_a_script_in_every_field_is_escaped_in_every_email():
         assert text.strip(), "every email has a plain-text part"
 
 
+def test_the_plain_text_part_shows_a_name_as_written_and_the_html_escapes_it():
+    # Given an invoice to "Smith & Sons <billing>"
+    msg = on_the_wire(
+        invoice_email(
+            Merchant("Shop", "billing@example.org"), invoice(name="Smith & Sons <billing>")
+        )
+    )
+    # Then the text part reads as written, and only the HTML escapes it
+    assert "Smith & Sons <billing>" in msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "Smith &amp; Sons &lt;billing&gt;" in html and "<billing>" not in html
+
+
 @pytest.mark.parametrize("attempt", INJECTIONS)
 def test_no_header_can_be_added_through_any_field(attempt):
     for msg in every_email(attempt):
