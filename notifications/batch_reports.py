@@ -69,6 +69,7 @@ def batches(
         text=text,
         html=html,
         attachments=_attachments(file, errors_csv),
+        automatic=True,
     )
 
 
@@ -107,4 +108,5 @@ def payments(
         text=text,
         html=html,
         attachments=_attachments(file, errors_csv),
+        automatic=True,
     )

@@ -96,6 +96,7 @@ def test_a_batch_request_links_its_invoices_and_answers_201_with_every_field(
         if "batch.json" in p.read_text(errors="replace")
     ]
     assert "1 batch invoices created" in mail["Subject"]
+    assert mail["Auto-Submitted"] == "auto-generated"  # a report to staff (RFC 3834)
     text = mail.get_body(("plain",)).get_content()
     assert "TX-1" in text and "$125.50" in text
 

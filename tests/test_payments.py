@@ -89,6 +89,8 @@ def test_paying_an_invoice_marks_it_paid_and_notifies_the_merchant(
     ]
     assert "1 payments applied" in mail["Subject"]
     assert "$100.00" in mail.get_body(("plain",)).get_content()
+    # A report to staff: no vacation replies to it (RFC 3834)
+    assert mail["Auto-Submitted"] == "auto-generated"
 
 
 def test_each_payment_code_names_its_column(pipeline, settings, store):
