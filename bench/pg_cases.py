@@ -34,8 +34,9 @@ say = pairs.say
 #: The folders the two hosts share (SPEC 14); ``var/`` stays each host's own.
 SHARED = ("inbox", "outbox", "archive", "rejected")
 HOSTS = ("host-a", "host-b")
-#: Our own targets: issue 18 asks for the cases, not for figures.
+#: Issue 18's target: 1M rows end to end within 2x of the floor.
 RATIO_TARGET = 2.0
+#: Our own target: issue 18 sets none for the two hosts' burst (SQLite's one host: 5 s).
 HOSTS_TARGET_SECONDS = 10.0
 
 
@@ -183,9 +184,19 @@ def once_case(res: Results, pg: Postgres, data: Path, scratch: Path, rows: int) 
     )
 
 
-def two_hosts(pg: Postgres, scratch: Path, files: int, timeout: float = 300) -> live.Burst:
+@dataclass
+class HostsBurst(live.Burst):
+    #: Files each host claimed (its ``file.received`` log lines), in :data:`HOSTS` order.
+    claims: tuple[int, ...] = ()
+    #: Files final when the clock stopped: fewer than ``files`` after the timeout.
+    final: int = 0
+
+
+def two_hosts(pg: Postgres, scratch: Path, files: int, timeout: float = 600) -> HostsBurst:
     """``files`` small files renamed into the inbox two hosts share; time until every
-    one is final in the database."""
+    one is final in the database, or ``timeout`` (the result says how many were)."""
+    import psycopg
+
     from worker.service.redis import EmbeddedRedis
     from worker.state import FINAL_STATES
 
@@ -216,32 +227,43 @@ def two_hosts(pg: Postgres, scratch: Path, files: int, timeout: float = 300) -> 
             env["REDIS_URL"] = redis.url
             # One after the other: the first migrates the new database.
             services.append(live.Service(home, env=env))
+        # One connection for the polls: a new one each time would fork a server process.
+        conn = stack.enter_context(psycopg.connect(url, autocommit=True))
+
+        def count() -> int:
+            row = conn.execute(final).fetchone()
+            return int(row[0]) if row else 0
+
         start = live.release(live.stage_burst(shared["inbox"], files))
-        while _value(url, final) < files:
-            if time.perf_counter() - start > timeout:
-                raise TimeoutError(f"not all {files} files were final in {timeout}s")
+        # Not an error past the timeout: the rest of `make bench` still runs, and the
+        # row and its target say how many were final.
+        while (done := count()) < files and time.perf_counter() - start < timeout:
             time.sleep(0.02)
         wall = time.perf_counter() - start
-    return live.Burst(files, wall, sum(svc.peak for svc in services))
+    claims = [(svc.home / "worker.log").read_text().count("file.received") for svc in services]
+    return HostsBurst(files, wall, sum(svc.peak for svc in services), tuple(claims), done)
 
 
 def hosts_case(res: Results, pg: Postgres, scratch: Path, files: int) -> None:
     say(f"two hosts on PostgreSQL: {files} files")
     b = two_hosts(pg, scratch, files)
+    claimed = ", ".join(f"{n} by {host}" for host, n in zip(HOSTS, b.claims, strict=True))
+    late = "" if b.final == b.files else f"only {b.final:,} final at the timeout; "
     res.rows.append(
         Row(
             f"{b.files:,} files of 10 rows, two hosts, PostgreSQL",
             b.files * 10,
             b.wall,
             b.peak_rss,
-            note=f"{b.files / b.wall:.0f} files/s; peak RSS of both hosts (not Redis, PostgreSQL)",
+            note=f"{late}{b.final / b.wall:.0f} files/s; claimed {claimed}; "
+            "peak RSS of both hosts (not Redis, PostgreSQL)",
         )
     )
     res.targets.append(
         Target(
             f"{b.files:,} files with two hosts on PostgreSQL final <= {HOSTS_TARGET_SECONDS:g} s",
             f"{b.wall:.2f} s",
-            b.wall <= HOSTS_TARGET_SECONDS,
+            b.final == b.files and b.wall <= HOSTS_TARGET_SECONDS,
         )
     )
 
