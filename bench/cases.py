@@ -88,7 +88,7 @@ def run_once(
     results = home / "outbox" / f"{source.name}.results.csv"
     done = measure.run(
         product_command("run", "--once"),
-        env=product_env(home, **settings),
+        env=product_env(home, SETTLE_SECONDS, **settings),
         cwd=home,
         timeout=timeout,
         mark=results.exists,

@@ -223,7 +223,7 @@ def two_hosts(pg: Postgres, scratch: Path, files: int, timeout: float = 600) -> 
         for name in HOSTS:
             home = root / name
             home.mkdir()
-            env = cases.product_env(home, database_url=url, **folders)
+            env = cases.product_env(home, cases.SETTLE_SECONDS, database_url=url, **folders)
             env["REDIS_URL"] = redis.url
             # One after the other: the first migrates the new database.
             services.append(live.Service(home, env=env))
