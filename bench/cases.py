@@ -70,19 +70,25 @@ class OnceResult:
 
 
 def run_once(
-    scratch: Path, name: str, source: Path, timeout: float = 3600, linger: float | None = None
+    scratch: Path,
+    name: str,
+    source: Path,
+    timeout: float = 3600,
+    linger: float | None = None,
+    **settings: str,
 ) -> OnceResult:
     """``invoice-worker run --once`` on a home whose inbox holds ``source``.
 
     ``linger``: stop it (SIGTERM) that many seconds after the results file, for files
-    whose customer emails, paced, would keep it going for hours.
+    whose customer emails, paced, would keep it going for hours. ``settings``: more of
+    the product's settings, as :func:`product_env` takes them (``database_url=...``).
     """
     home = fresh_home(scratch, name)
     place(source, home / "inbox")
     results = home / "outbox" / f"{source.name}.results.csv"
     done = measure.run(
         product_command("run", "--once"),
-        env=product_env(home),
+        env=product_env(home, SETTLE_SECONDS, **settings),
         cwd=home,
         timeout=timeout,
         mark=results.exists,

@@ -32,14 +32,17 @@ ARRIVALS = ("rename", "in place")
 class Service:
     """``invoice-worker run`` in the background, with its peak memory sampled."""
 
-    def __init__(self, home: Path, settle: float | None = SETTLE_SECONDS) -> None:
+    def __init__(
+        self, home: Path, settle: float | None = SETTLE_SECONDS, env: dict[str, str] | None = None
+    ) -> None:
+        """``env``: the whole environment, instead of :func:`product_env` of ``home``."""
         self.home = home
         #: Peak RSS of the process tree, known after :meth:`stop`.
         self.peak = 0
         self.log = open(home / "worker.log", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             product_command("run"),
-            env=product_env(home, settle),
+            env=env or product_env(home, settle),
             cwd=home,
             stdout=subprocess.DEVNULL,
             stderr=self.log,
@@ -157,6 +160,24 @@ def latency(
     return Latency(samples, svc.peak)
 
 
+def stage_burst(inbox: Path, files: int, rows: int = 10) -> list[Path]:
+    """The burst's files written under temp names in ``inbox`` (untimed), in order."""
+    staged = []
+    for n, text in enumerate(generate.invoice_texts(files, rows, seed=23, prefix="MANY")):
+        tmp = inbox / f".many-{n:04d}.csv.tmp"
+        tmp.write_text(text)
+        staged.append(tmp)
+    return staged
+
+
+def release(staged: list[Path]) -> float:
+    """Rename every staged file to its final name, at once; returns the time before."""
+    start = time.perf_counter()
+    for tmp in staged:
+        os.rename(tmp, tmp.with_name(tmp.name[1:-4]))
+    return start
+
+
 @dataclass
 class Burst:
     files: int
@@ -166,17 +187,9 @@ class Burst:
 
 def burst(scratch: Path, files: int = 1000, rows: int = 10, timeout: float = 300) -> Burst:
     """``files`` small files renamed into the inbox at once; time until every result is out."""
-    texts = generate.invoice_texts(files, rows, seed=23, prefix="MANY")
     with service(scratch, "burst") as svc:
-        inbox = svc.home / "inbox"
-        staged = []
-        for n, text in enumerate(texts):
-            tmp = inbox / f".many-{n:04d}.csv.tmp"
-            tmp.write_text(text)
-            staged.append(tmp)
-        start = time.perf_counter()
-        for tmp in staged:
-            os.rename(tmp, inbox / tmp.name[1:-4])
+        staged = stage_burst(svc.home / "inbox", files, rows)
+        start = release(staged)
         while svc.final_files() < files:
             if time.perf_counter() - start > timeout:
                 raise TimeoutError(f"not all {files} files were processed in {timeout}s")

@@ -83,6 +83,11 @@ def load_floors(scratch: Path, rows_file: Path) -> dict[str, measure.Run]:
     return loads
 
 
+def copy_floor(url: str, rows_file: Path) -> measure.Run:
+    """``COPY`` of the valid rows into the database at ``url`` (migrated, empty)."""
+    return _checked(measure.run(_floor_cmd("copy", url, str(rows_file))), "COPY floor")
+
+
 def plain(scratch: Path, source: Path) -> measure.Run:
     db = _fresh_db(scratch / "plain")
     run = _checked(measure.run(_floor_cmd("plain", str(source), str(db))), "plain stack")

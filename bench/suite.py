@@ -91,7 +91,7 @@ def _median_row(case: str, p: pairs.Paired, what: str) -> Row:
     return Row(case, p.rows, statistics.median(walls), p.peak(what), note=note)
 
 
-def _ratio(row: Row) -> str:
+def ratio_text(row: Row) -> str:
     text = f"{row.ratio:.2f}x"
     return f"{text} (median; {row.spread[0]:.2f}-{row.spread[1]:.2f}x)" if row.spread else text
 
@@ -136,7 +136,7 @@ def sized_cases(
     res.targets += [
         Target(
             f"{rows:,} rows within 1.2x of the floor",
-            _ratio(once),
+            ratio_text(once),
             statistics.median(p.ratios) <= 1.2,
         ),
         Target(
@@ -157,7 +157,7 @@ def sized_cases(
     res.targets.append(
         Target(
             f"validate {rows:,} rows within 1.3x of the polars script",
-            _ratio(v),
+            ratio_text(v),
             statistics.median(p.validate_ratios) <= 1.3,
         )
     )
@@ -325,7 +325,7 @@ def mail_case(res: Results, data: Path, scratch: Path, rows: int, million: bool)
 
 
 #: The parts of a run, in order; ``--only`` picks some of them.
-PARTS = ("sizes", "latency", "burst", "mail", "big")
+PARTS = ("sizes", "latency", "burst", "mail", "pg", "big")
 
 
 def run_all(
@@ -353,6 +353,11 @@ def run_all(
         burst_case(res, scratch, burst_files)
     if "mail" in only:
         mail_case(res, data, scratch, mail_rows, million=bool(big))
+    if "pg" in only:
+        # Imported here: it builds this module's rows, and loads pgserver and psycopg.
+        from bench import pg_cases
+
+        pg_cases.run(res, data, scratch, max(sizes), burst_files)
     if big and "big" in only:
         big_case(res, data, scratch, big)
     return res

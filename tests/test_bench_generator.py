@@ -2,7 +2,8 @@
 exactly 1% of rows are bad and are exactly the rows the real validator rejects, each with
 the code it was made to get, and the realistic rows look like an ERP's (random unique
 references of two shapes, a unique expiry instant per row with mixed offsets, long quoted
-descriptions, optional columns filled at their rates)."""
+descriptions, optional columns filled at their rates). The PostgreSQL floor loads those
+rows, shaped as ``invoices`` rows, as they are."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
+from bench.floors import floor_copy
 from bench.generate import (
     BAD_KINDS,
     BAD_SHARE,
@@ -23,9 +26,12 @@ from bench.generate import (
     invoices_text,
     write_invoices,
 )
+from bench.pairs import valid_rows
+from bench.pg_cases import Postgres
 from bench.realistic import FILL, OFFSETS, UUID_SHARE
 from worker import kinds as checking
 from worker.settings import Settings
+from worker.state.invoices import INSERT_COLUMNS
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 EXPIRY_KINDS = {"past expiry", "bad date", "expiry without offset"}
@@ -174,3 +180,28 @@ def test_small_files_share_no_reference_and_each_has_its_own_bad_rows() -> None:
             assert rows[i][b.kind.column] == b.kind.value(i)
         else:
             assert rows[i]["merchant_reference"] == rows[b.source]["merchant_reference"]
+
+
+def test_the_copy_floor_loads_every_valid_row_into_the_product_schema_as_it_is(
+    tmp_path: Path, postgres: Any
+) -> None:
+    # Given a realistic file's valid rows shaped as invoices rows (quotes, commas,
+    # accents, blank optional columns), and a database with the product's schema
+    import psycopg
+    from polars.testing import assert_frame_equal
+
+    source = tmp_path / "invoices.csv"
+    write_invoices(source, 2_000)
+    rows_file = valid_rows(source, tmp_path / "valid.parquet")
+    expected = pl.read_parquet(rows_file).select(INSERT_COLUMNS)
+    with Postgres(postgres).database("copy", migrate=True) as url:
+        # When the floor loads them with COPY
+        counts = floor_copy(url, rows_file)
+        with psycopg.connect(url) as conn:
+            loaded = conn.execute(
+                f"SELECT {', '.join(INSERT_COLUMNS)} FROM invoices ORDER BY invoice_number"
+            ).fetchall()
+    # Then every row is there with every value as it was, NULL where it was null
+    assert counts == {"rows": expected.height} and expected.height > 1_900
+    got = pl.DataFrame(loaded, schema=list(INSERT_COLUMNS), orient="row", infer_schema_length=None)
+    assert_frame_equal(got.cast(expected.schema), expected.sort("invoice_number"))
