@@ -257,13 +257,18 @@ def _release(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
 def _process(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
     kind = rt.kinds.get(file.kind)
     assert kind is not None, file.kind
-    if kind.work_lost(rt, file):
+    name = _result_stem(rt, file) + kind.result_suffix
+    results = rt.settings.outbox / name
+    if not kind.work_lost(rt, file):
+        kind.process(rt, file, renew)
+        file = files.get(rt.store, file.id)
+        kind.write_results(rt, file, results, created=True)
+    elif not results.exists():
         remake.validate_again(rt, file, kind)
         return
-    kind.process(rt, file, renew)
-    file = files.get(rt.store, file.id)
-    name = _result_stem(rt, file) + kind.result_suffix
-    kind.write_results(rt, file, rt.settings.outbox / name, created=True)
+    # Else the work went with a host that died once the results were out (written
+    # whole, under a temporary name then renamed): the ERP may have read them, and the
+    # original may be in archive/ already. Only the bookkeeping is left to do.
     target = _move_original(rt, file, rt.settings.archive)
     created = chunks.created(rt.store, file.id)
     done: dict[str, object] = {"created": created, "final_path": str(target)}

@@ -79,7 +79,8 @@ class InvoiceFiles(FileKind):
 
     def forget(self, rt: Runtime, conn: Connection, file: File) -> int:
         # Validating again draws new tokens, so the invoices the lost chunks made go:
-        # nobody has their links yet (the results file comes once all are made).
+        # nobody has their links yet. The pipeline asks only while the results file
+        # (which comes once all are made) is not written.
         return remade.forget_invoices(conn, file.id)
 
     def processed_counts(self, rt: Runtime, file: File) -> dict[str, int]:
