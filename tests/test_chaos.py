@@ -246,7 +246,7 @@ def two_host_chaos(
         )
         return left["final"] == left["n"] == len(drops) and left["unsent"] == 0
 
-    hosts.wait(done, timeout=300, what=f"seed {seed}: every file final")
+    hosts.wait(done, timeout=120, what=f"seed {seed}: every file final")
     hosts.stop()
     mail = [hosts.root / name / "mail" for name in HOSTS]
     check(query, hosts.shared, mail, drops, seed)
