@@ -199,7 +199,9 @@ def batch_results(settings: Settings, name: str) -> list[dict[str, Any]]:
 # -- crash tests: the real worker process, killed and started again ------------
 
 
-def big_invoice_file(path: Path, rows: int, bad_every: int = 100) -> int:
+def big_invoice_file(
+    path: Path, rows: int, bad_every: int = 100, notification_type: str = "NONE"
+) -> int:
     """A file of ``rows`` invoices where every ``bad_every``-th amount is bad; returns the
     number of valid rows."""
     n = pl.col("n")
@@ -213,7 +215,7 @@ def big_invoice_file(path: Path, rows: int, bad_every: int = 100) -> int:
         language=pl.lit("en"),
         customer_email=pl.lit("c") + n.cast(pl.String) + "@example.com",
         request_expiry_date=pl.lit(future()),
-        notification_type=pl.lit("NONE"),
+        notification_type=pl.lit(notification_type),
     )
     frame.write_csv(path)
     return rows - rows // bad_every

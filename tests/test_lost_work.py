@@ -26,6 +26,8 @@ from helpers import (
     wait_for,
 )
 
+from notifications.transport import EmlFolder
+from worker.delivery import customers as invoice_mail
 from worker.errors import StateError
 from worker.state import File, remade
 
@@ -127,6 +129,33 @@ def test_a_payment_file_whose_host_died_mid_way_pays_each_invoice_once_and_repor
     assert results.height == n
     assert results["status"].unique().to_list() == ["APPLIED"]
     assert sorted(results["line_number"].cast(pl.Int64).to_list()) == list(range(2, n + 2))
+
+
+def test_customers_of_a_file_still_processing_get_no_email_until_its_results_are_out(
+    settings, store
+):
+    # Given a file of emailed invoices, killed with some of its chunks committed
+    home = settings.home
+    big_invoice_file(home / "inbox" / "big.csv", 40_000, notification_type="EMAIL")
+    kill_when(
+        home,
+        lambda: 2 <= store.value("SELECT count(*) FROM chunks") < 10,
+        INVOICE_WORKER_CHUNK_ROWS="4000",
+    )
+    made = store.value("SELECT count(*) FROM invoices WHERE email_state = 'pending'")
+    assert made >= 2 * 4000 * 0.99
+    assert store.value("SELECT state FROM files") == "processing"
+
+    # When a sender runs before the file is processed (its work may yet be lost, and its
+    # invoices undone)
+    run = invoice_mail.deliver(store, EmlFolder(settings.mail), settings.with_(mail_rate=0))
+
+    # Then it sends none of them, and none is due
+    assert run is None or run.sent == 0
+    assert not list(settings.mail.glob("invoice-*.eml"))
+    assert not invoice_mail.due(store)
+    pending = "SELECT count(*) FROM invoices WHERE email_state = 'pending'"
+    assert store.value(pending) == made
 
 
 def test_the_invoices_of_lost_work_are_undone_with_their_done_marks(pipeline, store):

@@ -109,6 +109,10 @@ class FileKind:
         will create."""
         return None
 
+    def release(self, rt: Runtime, conn: Connection, file: File) -> None:
+        """Called inside the processed commit, the results out: what waited for them
+        (customer emails) may go."""
+
     def process(self, rt: Runtime, file: File, renew: Callable[[], None]) -> None:
         """Called to apply the valid rows; each unit of work commits with its done-mark."""
 

@@ -276,6 +276,7 @@ def _process(rt: Runtime, file: File, renew: Callable[[], None]) -> None:
     report = kind.processing_report(rt, files.get(rt.store, file.id).with_(**done))
     with rt.store.atomic() as conn:
         files.transition(conn, file.id, FileState.PROCESSED, **done)
+        kind.release(rt, conn, file)
         if report is not None:
             outbox.record(conn, _key(rt, file.id, "processed"), "processed", file.id, report)
     _logged(rt, file.id, FileState.PROCESSED, {"created": created, "result_name": name})

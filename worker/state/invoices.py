@@ -102,10 +102,23 @@ def _values(file_id: int, link_prefix: str, stamp: str, source: dict[str, str]) 
         "created_at": _literal(stamp),
         "updated_at": _literal(stamp),
     }
-    return ", ".join(values[c] for c in INSERT_COLUMNS)
+    held = f"CASE WHEN instr({wants}, ',EMAIL,') > 0 THEN {held_until(file_id)!r} ELSE 0 END"
+    return ", ".join([*(values[c] for c in INSERT_COLUMNS), held])
 
 
-_INTO = f"INSERT INTO invoices ({', '.join(INSERT_COLUMNS)})"
+#: Beyond any real ``email_next_at``: see :func:`held_until`.
+HELD = 1e15
+
+
+def held_until(file_id: int) -> float:
+    """``email_next_at`` of a customer email whose file is not processed yet. Its link is
+    first told in the results file, and until then the invoice may still be undone (its
+    work lost, the file validated again): :func:`release_emails` makes them due. One
+    value per file, so releasing them is a range of the due-emails index."""
+    return HELD + int(file_id)
+
+
+_INTO = f"INSERT INTO invoices ({', '.join(INSERT_COLUMNS)}, email_next_at)"
 
 
 def insert_sql(file_id: int, link_prefix: str, stamp: str) -> str:
@@ -248,6 +261,16 @@ def commit_chunk(
         conn.execute("RELEASE bulk")
         chunks.mark_done(conn, file_id, index, created)
     return created
+
+
+def release_emails(conn: Connection, file_id: int) -> int:
+    """Make the file's held customer emails due, in the transaction that records it
+    processed (its results are out); returns how many."""
+    cursor = conn.execute(
+        "UPDATE invoices SET email_next_at = 0 WHERE email_state = 'pending' AND email_next_at = ?",
+        (held_until(file_id),),
+    )
+    return int(cursor.rowcount)
 
 
 def late_rejections(store: Store, file_id: int) -> list[tuple[int, str]]:

@@ -77,6 +77,9 @@ class InvoiceFiles(FileKind):
             renew,
         )
 
+    def release(self, rt: Runtime, conn: Connection, file: File) -> None:
+        invoice_table.release_emails(conn, file.id)
+
     def forget(self, rt: Runtime, conn: Connection, file: File) -> int:
         # Validating again draws new tokens, so the invoices the lost chunks made go:
         # nobody has their links yet. The pipeline asks only while the results file
