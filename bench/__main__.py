@@ -120,7 +120,7 @@ generator (see below).
 
 ![rows/s against file size]({svg.name})
 
-## Targets (issues 5, 15 and 18)
+## Targets (issues 5, 15, 16 and 18)
 
 {report.targets_markdown(res)}
 
