@@ -46,39 +46,35 @@ def write(folder: Path, index: int, frame: pl.DataFrame, prefix: str = "chunk") 
 class Writer:
     """One chunk written a part at a time, a row group each, so that a large chunk is never
     whole in memory: holding a chunk's parts until it was complete cost validation 100 MB
-    of a 500 MB peak, much more than their size. A chunk of one part is written as
+    of a 500 MB peak, far more than their size. A chunk of one part is written as
     :func:`write` writes it. Under a hidden name until :meth:`close`, as there."""
 
     def __init__(self, folder: Path, index: int, prefix: str = "chunk") -> None:
         self.folder, self.index, self.prefix = folder, index, prefix
+        self._target = path(folder, index, prefix)
+        self._tmp = folder / f".{self._target.stem}.tmp"
         self._first: pl.DataFrame | None = None
+        self._schema = pl.Schema()
         self._writer: Any = None
-        self._schema: pl.Schema | None = None
 
     def add(self, part: pl.DataFrame) -> None:
-        if self._first is None and self._writer is None:
+        if self._writer is None and self._first is None:
             self._first = part
             return
         if self._writer is None:
-            assert self._first is not None
             # Imported here, as ``validation.tokens`` does: only validating processes load it.
             import pyarrow.parquet as pq
 
-            first, self._first = self._first, None
-            self._schema = first.schema
-            table = first.to_arrow()
+            assert self._first is not None
+            first, self._schema, self._first = self._first.to_arrow(), self._first.schema, None
             self._writer = pq.ParquetWriter(
-                self._tmp, table.schema, compression="lz4", write_statistics=False
+                self._tmp, first.schema, compression="lz4", write_statistics=False
             )
-            self._writer.write_table(table)
+            self._writer.write_table(first)
         if part.schema != self._schema:
-            # An all-null column of one part may have another type than the first's.
-            part = part.cast(dict(self._schema or {}))
+            # A column all null in one part may have another type than in the first.
+            part = part.cast(self._schema)
         self._writer.write_table(part.to_arrow())
-
-    @property
-    def _tmp(self) -> Path:
-        return self.folder / f".{path(self.folder, self.index, self.prefix).stem}.tmp"
 
     def close(self) -> None:
         if self._writer is None:
@@ -90,7 +86,7 @@ class Writer:
             )
             return
         self._writer.close()
-        self._tmp.replace(path(self.folder, self.index, self.prefix))
+        self._tmp.replace(self._target)
 
 
 def read(source: Path, columns: list[str] | None = None) -> pl.DataFrame:
