@@ -179,6 +179,49 @@ def test_seen_references_find_exactly_the_earlier_ones() -> None:
     assert seen.met(later).to_list() == [True, True, False, False, False, True]
 
 
+@pytest.mark.parametrize("chunk_rows", [4, 5, 12])
+def test_chunks_made_from_small_reads_are_those_whole_reads_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    from worker.kinds.invoices import validation
+
+    # Given 12 rows read 2 at a time: line 5 repeats line 2's reference (the same chunk,
+    # an earlier read), line 13 repeats line 4's (an earlier chunk, unless it is one)
+    rows = [invoice_row(n) for n in range(1, 13)]
+    rows[3] = invoice_row(4, merchant_reference="REF-000001")
+    rows[11] = invoice_row(12, merchant_reference="REF-000003")
+    rows[6] = invoice_row(7, amount="bad")
+    source = tmp_path / "in.csv"
+    source.write_text(invoice_csv(rows))
+
+    def validated_by(read_rows: int, name: str) -> tuple[int, list[tuple[int, pl.DataFrame]]]:
+        monkeypatch.setattr(validation, "READ_ROWS", read_rows)
+        folder = tmp_path / name
+        table = open_table(source, folder, KINDS.signatures)
+        summary = validate_to(table, rules_context((), {}, None), folder, chunk_rows, None)
+        return summary.chunks, list(read_chunks(folder))
+
+    # When it is validated so, and reading whole chunks
+    counted, small = validated_by(2, "small")
+    _, whole = validated_by(10**6, "whole")
+    # Then the chunks have chunk_rows rows each, the last the rest, and are counted
+    sizes = [min(chunk_rows, 12 - start) for start in range(0, 12, chunk_rows)]
+    assert [(i, len(c)) for i, c in small] == list(enumerate(sizes))
+    assert counted == len(sizes)
+    assert not list((tmp_path / "small").glob(".seen-*")), "the earlier hashes are removed"
+    # And both repeats are found; lines and ordinals run on across reads and chunks
+    frame = pl.concat([c for _, c in small])
+    duplicate = frame.filter(pl.col("errors").str.contains("DUPLICATE_MERCHANT_REFERENCE"))
+    assert duplicate["line_number"].to_list() == [5, 13]
+    assert frame["line_number"].to_list() == list(range(2, 14))
+    assert frame.filter("valid")["ordinal"].to_list() == list(range(9))
+    # And every chunk is what reading it whole gives (its tokens apart: drawn afresh)
+    assert [i for i, _ in whole] == [i for i, _ in small]
+    for (_, mine), (_, theirs) in zip(small, whole, strict=True):
+        assert mine.drop("token").equals(theirs.drop("token"))
+        assert mine["token"].is_null().to_list() == theirs["token"].is_null().to_list()
+
+
 def test_report_tallies_from_chunks_equal_the_database(
     pipeline, settings, store, monkeypatch
 ) -> None:

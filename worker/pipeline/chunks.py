@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -40,6 +41,52 @@ def write(folder: Path, index: int, frame: pl.DataFrame, prefix: str = "chunk") 
     frame.write_parquet(tmp, compression="lz4", statistics=False)
     tmp.replace(target)
     recent.put(target, frame)
+
+
+class Writer:
+    """One chunk written a part at a time, a row group each, so that a large chunk is never
+    whole in memory: holding a chunk's parts until it was complete cost validation 100 MB
+    of a 500 MB peak, far more than their size. A chunk of one part is written as
+    :func:`write` writes it. Under a hidden name until :meth:`close`, as there."""
+
+    def __init__(self, folder: Path, index: int, prefix: str = "chunk") -> None:
+        self.folder, self.index, self.prefix = folder, index, prefix
+        self._target = path(folder, index, prefix)
+        self._tmp = folder / f".{self._target.stem}.tmp"
+        self._first: pl.DataFrame | None = None
+        self._schema = pl.Schema()
+        self._writer: Any = None
+
+    def add(self, part: pl.DataFrame) -> None:
+        if self._writer is None and self._first is None:
+            self._first = part
+            return
+        if self._writer is None:
+            # Imported here, as ``validation.tokens`` does: only validating processes load it.
+            import pyarrow.parquet as pq
+
+            assert self._first is not None
+            first, self._schema, self._first = self._first.to_arrow(), self._first.schema, None
+            self._writer = pq.ParquetWriter(
+                self._tmp, first.schema, compression="lz4", write_statistics=False
+            )
+            self._writer.write_table(first)
+        if part.schema != self._schema:
+            # A column all null in one part may have another type than in the first.
+            part = part.cast(self._schema)
+        self._writer.write_table(part.to_arrow())
+
+    def close(self) -> None:
+        if self._writer is None:
+            write(
+                self.folder,
+                self.index,
+                self._first if self._first is not None else pl.DataFrame(),
+                self.prefix,
+            )
+            return
+        self._writer.close()
+        self._tmp.replace(self._target)
 
 
 def read(source: Path, columns: list[str] | None = None) -> pl.DataFrame:

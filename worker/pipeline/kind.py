@@ -59,17 +59,19 @@ class Summary:
         rejected_when: pl.Expr | None = None,
         first_errors: tuple[str, str, str] = ("line_number", "merchant_reference", "errors"),
         exists_when: pl.Expr | None = None,
+        chunks: int = 1,
     ) -> None:
         """Add a validated chunk; ``first_errors`` names the line, reference and errors
         columns of the rejected rows it lists (the first :data:`FIRST_ERRORS`);
-        ``exists_when`` marks the rows that are neither valid nor rejected."""
+        ``exists_when`` marks the rows that are neither valid nor rejected; ``chunks``:
+        0 for a part of a chunk, whose chunk is counted once it is complete."""
         rejected = checked.filter(~pl.col("valid") if rejected_when is None else rejected_when)
         exists = 0 if exists_when is None else int(checked.select(exists_when.sum()).item())
         self.rows += len(checked)
         self.rejected += len(rejected)
         self.exists += exists
         self.valid += len(checked) - len(rejected) - exists
-        self.chunks += 1
+        self.chunks += chunks
         room = FIRST_ERRORS - len(self.first_errors)
         if room > 0:
             self.first_errors.extend(rejected.head(room).select(first_errors).rows())

@@ -27,7 +27,7 @@ def invoices(settings: Settings, table: Table, store: Store | None) -> Report:
     exists = existing_invoices(store) if store else None
     validator = InvoiceValidator(context.for_settings(settings), exists, errors_only=True)
     report = Report(kind=table.kind, messages=MESSAGES)
-    for chunk in validator.run(table, settings.chunk_rows):
+    for _, chunk in validator.run(table, settings.chunk_rows):
         bad = chunk.filter(REJECTED).select("line_number", "errors")
         report.errors.extend(bad.rows())
     summary = validator.summary
