@@ -98,6 +98,18 @@ def read_all(folder: Path, prefix: str = "chunk") -> Iterator[tuple[int, pl.Data
         yield index, recent.read(source)
 
 
+def rows_where(
+    folder: Path, where: pl.Expr, columns: list[pl.Expr | str], prefix: str = "chunk"
+) -> pl.DataFrame:
+    """The rows of every chunk that ``where`` keeps, as ``columns``: each chunk scanned for
+    the columns asked alone, so that a few rows out of millions never cost the chunks'
+    whole width (reading 10M rows whole for the 1 % rejected made the peak of a file)."""
+    frames = [
+        recent.scan(source).filter(where).select(columns) for _, source in paths(folder, prefix)
+    ]
+    return pl.concat(frames).collect() if frames else pl.DataFrame()
+
+
 def one_chunk(table: Table, chunk_rows: int) -> pl.DataFrame | None:
     """The table's rows when they make exactly one chunk, else None."""
     batches = list(itertools.islice(table.batches(chunk_rows), 2))
@@ -134,6 +146,11 @@ class RecentChunks:
             self._frames[key] = frame
             while self._rows > self.keep_rows or len(self._frames) > self.keep:
                 self._rows -= len(self._frames.popitem(last=False)[1])
+
+    def scan(self, source: Path) -> pl.LazyFrame:
+        with self._lock:
+            frame = self._frames.get(self._key(source))
+        return pl.scan_parquet(source) if frame is None else frame.lazy()
 
     def read(self, source: Path, columns: list[str] | None = None) -> pl.DataFrame:
         with self._lock:

@@ -111,15 +111,15 @@ class InvoiceFiles(FileKind):
         write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)
 
     def errors_csv(self, rt: Runtime, file: File) -> bytes | None:
-        rejected = [
-            chunk.filter(validation.REJECTED).select(
+        frame = chunks.rows_where(
+            rt.work(file),
+            validation.REJECTED,
+            [
                 "line_number",
                 formula_safe(pl.col("merchant_reference")).alias("merchant_reference"),
                 "errors",
-            )
-            for _, chunk in chunks.read_all(rt.work(file))
-        ]
-        frame = pl.concat(rejected) if rejected else pl.DataFrame()
+            ],
+        )
         if frame.is_empty():
             return None
         buffer = io.BytesIO()
