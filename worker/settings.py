@@ -51,7 +51,8 @@ class Settings:
     #: Currencies allowed; empty means every ISO 4217 code.
     currencies: tuple[str, ...] = ()
     #: Rows per chunk: bounds memory and the length of one transaction. 50,000 rows
-    #: peak 90 MiB below 100,000 on a 1M-row file, at the same speed (2026-12-04).
+    #: peak 90 MiB below 100,000 on a 1M-row file, at about the same speed (README,
+    #: "Performance").
     chunk_rows: int = 50_000
     #: Seconds between reconciliation scans of inbox/ and of unfinished files.
     scan_seconds: float = 2.0
