@@ -1,4 +1,4 @@
-"""polars' allocator returns freed pages at once in every invoice-worker process."""
+"""polars' allocator returns freed pages after 100 ms in every invoice-worker process."""
 
 from __future__ import annotations
 
