@@ -49,8 +49,8 @@ def _table(folder: Path, name: str, text: str) -> readers.Table:
 
 
 def _chunk(folder: Path) -> pl.DataFrame:
-    (path,) = folder.glob("chunk-*.parquet")
-    return pl.read_parquet(path)
+    (path,) = folder.glob("chunk-*.arrow")
+    return pl.read_ipc(path)
 
 
 def _invoiced(folder: Path, ctx: Context) -> pl.DataFrame:

@@ -49,7 +49,7 @@ def kill_when(home: Path, reached, **env: str) -> None:
 
 def lose_work(home: Path) -> None:
     work = home / "var" / "work"
-    assert any(work.rglob("chunk-*.parquet")), "the kill came before any chunk was kept"
+    assert any(work.rglob("chunk-*.arrow")), "the kill came before any chunk was kept"
     shutil.rmtree(work)
 
 

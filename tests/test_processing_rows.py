@@ -260,16 +260,16 @@ def test_a_chunk_written_again_is_read_anew_not_from_memory(tmp_path: Path) -> N
     from worker.pipeline.chunks import RecentChunks
 
     recent = RecentChunks()
-    path = tmp_path / "chunk-00000.parquet"
+    path = tmp_path / "chunk-00000.arrow"
     # Given a chunk kept in memory as it was written
     first = pl.DataFrame({"line_number": [2], "valid": [True]})
-    first.write_parquet(path)
+    first.write_ipc(path)
     recent.put(path, first)
     assert recent.read(path).equals(first)
     # When a re-run writes the chunk again, under the same name
     second = pl.DataFrame({"line_number": [2], "valid": [False]})
     tmp = tmp_path / ".chunk.tmp"
-    second.write_parquet(tmp)
+    second.write_ipc(tmp)
     tmp.replace(path)
     # Then what is read is the new chunk
     assert recent.read(path)["valid"].to_list() == [False]
@@ -282,10 +282,10 @@ def test_recent_chunks_are_kept_up_to_a_number_of_rows(tmp_path: Path) -> None:
     # Given a memory of 25 rows, and 64 chunks of 10 rows written one after another
     # (as four threads, each through a group of 16 small files, would write them)
     recent = RecentChunks(keep_rows=25)
-    paths = [tmp_path / f"chunk-{n:05d}.parquet" for n in range(64)]
+    paths = [tmp_path / f"chunk-{n:05d}.arrow" for n in range(64)]
     for n, path in enumerate(paths):
         frame = pl.DataFrame({"line_number": range(10), "valid": [n % 2 == 0] * 10})
-        frame.write_parquet(path)
+        frame.write_ipc(path)
         recent.put(path, frame.with_columns(kept=pl.lit(True)))
     # Then the last two are read from memory, and every earlier one from its file
     assert [("kept" in recent.read(p).columns) for p in paths[-3:]] == [False, True, True]

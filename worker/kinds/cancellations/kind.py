@@ -3,7 +3,7 @@ invoices.
 
 Validation checks formats into chunk files; processing decides and applies each
 chunk in one transaction (``cancelling``), writing the chunk's decisions to
-``decided-NNNNN.parquet`` before it commits, so the results file always tells
+``decided-NNNNN.arrow`` before it commits, so the results file always tells
 what was committed. Merchant webhooks recorded with the cancellations are
 delivered after, by the ``deliver_webhooks`` actor.
 """

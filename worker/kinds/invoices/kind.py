@@ -169,7 +169,7 @@ class InvoiceFiles(FileKind):
         )
         wants = "," + pl.col("notification_type") + ","
         parts = [
-            pl.read_parquet(
+            chunks.read(
                 path, columns=["valid", "line_number", "currency", "amount", "notification_type"]
             )
             .filter(pl.col("valid"))

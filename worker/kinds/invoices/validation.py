@@ -1,6 +1,6 @@
 """Invoice file validation: the column rules over each chunk, vectorised in polars.
 
-A validated chunk is written to ``var/work/<file id>/chunk-NNNNN.parquet`` with
+A validated chunk is written to ``var/work/<file id>/chunk-NNNNN.arrow`` with
 every row's errors and, for valid rows, the normalised invoice fields, the
 row's ordinal among valid rows (its invoice number is the file's reserved base
 plus that ordinal) and its payment-link token. A row whose reference names an invoice

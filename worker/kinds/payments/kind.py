@@ -2,7 +2,7 @@
 
 Validation checks formats into chunk files; processing decides and applies
 each chunk in one transaction (``paying``), writing the chunk's
-decisions to ``decided-NNNNN.parquet`` before it commits, so the results file
+decisions to ``decided-NNNNN.arrow`` before it commits, so the results file
 always tells what was committed. Merchant webhooks recorded with the payments
 are delivered after, by the ``deliver_webhooks`` actor.
 """
