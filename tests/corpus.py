@@ -28,6 +28,17 @@ def _rows_with(**fields: str) -> bytes:
     return invoice_csv([invoice_row(1, **fields)]).encode()
 
 
+def _data_rows(*rows: dict[str, str]) -> str:
+    return invoice_csv(list(rows)).split("\n", 1)[1]
+
+
+def _large_then(bad_row: bytes) -> bytes:
+    """A file past ``readers.CHECK_BESIDE_BYTES`` (its text checked beside the reading),
+    good up to its last row, ``bad_row`` (line 3)."""
+    big = invoice_csv([invoice_row(1, order_description="d" * 6_000_000)]).encode()
+    return big + bad_row
+
+
 def _header_partly_quoted() -> bytes:
     header = ",".join(f'"{h}"' if i % 2 else h for i, h in enumerate(INVOICE_HEADER))
     return (header + "\n" + GOOD.split("\n", 1)[1]).encode()
@@ -254,6 +265,20 @@ CORPUS: list[tuple[str, str, bytes, tuple[object, ...]]] = [
         "a.csv",
         GOOD.encode() + b"PAYMENT_LINK,R\x00,1\n",
         ("rejected", "UNREADABLE_FILE", 4),
+    ),
+    # Large files: the text check runs beside the reading, and still rejects the file
+    # (nothing made of its good rows), naming the line.
+    (
+        "large-then-latin1",
+        "a.csv",
+        _large_then(_data_rows(invoice_row(2, customer_name="Ñandú")).encode("latin-1")),
+        ("rejected", "UNREADABLE_FILE", 3),
+    ),
+    (
+        "large-then-nul",
+        "a.csv",
+        _large_then(b"PAYMENT_LINK,R\x00,1\n"),
+        ("rejected", "UNREADABLE_FILE", 3),
     ),
     ("gzip", "a.csv", gzip.compress(GOOD.encode()), ("rejected", "UNREADABLE_FILE", 1)),
     ("zip-xlsx", "a.csv", _zip(), ("rejected", "UNREADABLE_FILE", 1)),

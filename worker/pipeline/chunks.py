@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -27,7 +27,7 @@ from worker.intake.readers import Table
 
 #: A chunk file's suffix; LZ4 frames, which polars and pyarrow both read and write.
 SUFFIX = ".arrow"
-COMPRESSION = "lz4"
+COMPRESSION: Final = "lz4"
 
 
 def path(folder: Path, index: int, prefix: str = "chunk") -> Path:

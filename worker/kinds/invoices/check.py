@@ -7,7 +7,7 @@ from worker.errors import FileRejected
 from worker.intake.readers import Table
 from worker.kinds import context
 from worker.kinds.invoices.existing import existing_invoices
-from worker.kinds.invoices.validation import REJECTED, InvoiceValidator
+from worker.kinds.invoices.validation import CHECK_READ_ROWS, REJECTED, InvoiceValidator
 from worker.pipeline.check import Report
 from worker.settings import Settings
 from worker.state import Store
@@ -27,7 +27,7 @@ def invoices(settings: Settings, table: Table, store: Store | None) -> Report:
     exists = existing_invoices(store) if store else None
     validator = InvoiceValidator(context.for_settings(settings), exists, errors_only=True)
     report = Report(kind=table.kind, messages=MESSAGES)
-    for _, chunk in validator.run(table, settings.chunk_rows):
+    for _, chunk in validator.run(table, settings.chunk_rows, CHECK_READ_ROWS):
         bad = chunk.filter(REJECTED).select("line_number", "errors")
         report.errors.extend(bad.rows())
     summary = validator.summary

@@ -202,6 +202,10 @@ UNOPTIMISED_BELOW_ROWS = 500
 #: file validation peaked at 660 MB reading 100,000 rows at a time, 390 MB at 25,000,
 #: in the same time.
 READ_ROWS = 25_000
+#: ``invoice-worker validate`` keeps nothing of a read but its errors (no chunk files,
+#: no pipeline beside it), so it reads twice as many rows at a time: 6-10 % faster on
+#: 1M rows, for about 100 MB more at its peak.
+CHECK_READ_ROWS = 50_000
 
 
 class InvoiceValidator:
@@ -287,13 +291,15 @@ class InvoiceValidator:
             return query.collect(engine="in-memory")
         return query.collect(engine="streaming")
 
-    def run(self, table: Table, chunk_rows: int) -> Iterator[tuple[int, pl.DataFrame]]:
-        """A whole table validated, in parts of at most :data:`READ_ROWS` rows, each with
+    def run(
+        self, table: Table, chunk_rows: int, read_rows: int = READ_ROWS
+    ) -> Iterator[tuple[int, pl.DataFrame]]:
+        """A whole table validated, in parts of at most ``read_rows`` rows, each with
         the index of its chunk: chunk ``i`` holds rows ``i * chunk_rows`` onwards, as it
         would read whole. ``self.summary`` holds the totals after."""
         self.summary.unknown_columns = frames.unknown_columns(table, COLUMN_NAMES)
         index, rows = 0, 0
-        for raw in table.batches(min(chunk_rows, READ_ROWS)):
+        for raw in table.batches(min(chunk_rows, read_rows)):
             checked = self.chunk(raw, whole=False)
             if not self.summary.chunks:
                 self.summary.chunks = 1
