@@ -290,3 +290,18 @@ def test_recent_chunks_are_kept_up_to_a_number_of_rows(tmp_path: Path) -> None:
     # Then the last two are read from memory, and every earlier one from its file
     assert [("kept" in recent.read(p).columns) for p in paths[-3:]] == [False, True, True]
     assert recent.read(paths[0])["valid"].to_list() == [True] * 10
+
+
+def test_decisions_an_older_version_left_in_parquet_are_still_read(tmp_path: Path) -> None:
+    from worker.pipeline import chunks
+
+    # Given a payment file's decisions that a version before m013 kept beside its
+    # chunks, in Parquet, and chunks of today's format beside them
+    decided = pl.DataFrame({"line_number": [2], "status": ["APPLIED"]})
+    decided.write_parquet(tmp_path / "decided-00003.parquet")
+    chunks.write(tmp_path, 0, pl.DataFrame({"line_number": [2]}))
+    # Then the decisions are read, with their chunk's index, and the chunks apart
+    [(index, frame)] = list(chunks.read_parquet_series(tmp_path, "decided"))
+    assert index == 3 and frame.equals(decided)
+    assert [i for i, _ in chunks.paths(tmp_path)] == [0]
+    assert (tmp_path / "chunk-00000.arrow").exists()

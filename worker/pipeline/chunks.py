@@ -1,7 +1,7 @@
 """Chunk storage: a file's work in progress, as Arrow IPC files under ``var/work/<id>/``.
 
 Validation writes ``chunk-NNNNN.arrow`` (every row's errors and what processing
-needs); a kind may keep other series beside them (``decided-NNNNN.arrow``). Each
+needs); a kind may keep other series beside them (``<prefix>-NNNNN.arrow``). Each
 is written under a hidden name, then renamed, so a crash never leaves half a chunk.
 
 Arrow IPC with LZ4, not Parquet: a chunk is written once and read back a few times
@@ -97,6 +97,14 @@ class Writer:
             return
         self._writer.close()
         self._tmp.replace(self._target)
+
+
+def read_parquet_series(folder: Path, prefix: str) -> Iterator[tuple[int, pl.DataFrame]]:
+    """``(index, frame)`` of each Parquet file of the series ``prefix``: what a version
+    before Arrow IPC chunks left that is still read (decisions kept beside the chunks
+    before migration m013)."""
+    for source in sorted(folder.glob(f"{prefix}-*.parquet")):
+        yield int(source.stem.split("-")[1]), pl.read_parquet(source)
 
 
 def read(source: Path, columns: list[str] | None = None) -> pl.DataFrame:

@@ -47,7 +47,7 @@ def results(rt: Runtime, file: File) -> Iterator[pl.DataFrame]:
     """The file's result rows, chunk by chunk."""
     stored = dict(decided.read_all(rt.store, file.id))
     # A chunk applied by a version before m013 left its decisions beside it, in var/.
-    for index, frame in chunks.read_all(rt.work(file), "decided"):
+    for index, frame in chunks.read_parquet_series(rt.work(file), "decided"):
         stored.setdefault(index, frame)
     for index in sorted(stored):
         yield stored[index]

@@ -2,9 +2,9 @@
 invoices.
 
 Validation checks formats into chunk files; processing decides and applies each
-chunk in one transaction (``cancelling``), writing the chunk's decisions to
-``decided-NNNNN.arrow`` before it commits, so the results file always tells
-what was committed. Merchant webhooks recorded with the cancellations are
+chunk in one transaction (``cancelling``), recording the chunk's decisions
+with its done mark (``worker.pipeline.deciding``), so the results file always
+tells what was committed. Merchant webhooks recorded with the cancellations are
 delivered after, by the ``deliver_webhooks`` actor.
 """
 

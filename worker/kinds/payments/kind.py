@@ -1,9 +1,9 @@
 """Payment files: each row pays an invoice (or a batch invoice, and with it its invoices).
 
 Validation checks formats into chunk files; processing decides and applies
-each chunk in one transaction (``paying``), writing the chunk's
-decisions to ``decided-NNNNN.arrow`` before it commits, so the results file
-always tells what was committed. Merchant webhooks recorded with the payments
+each chunk in one transaction (``paying``), recording the chunk's
+decisions with its done mark (``worker.pipeline.deciding``), so the results
+file always tells what was committed. Merchant webhooks recorded with the payments
 are delivered after, by the ``deliver_webhooks`` actor.
 """
 
