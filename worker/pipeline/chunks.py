@@ -119,13 +119,27 @@ def read_all(folder: Path, prefix: str = "chunk") -> Iterator[tuple[int, pl.Data
 def rows_where(
     folder: Path, where: pl.Expr, columns: list[pl.Expr | str], prefix: str = "chunk"
 ) -> pl.DataFrame:
-    """The rows of every chunk that ``where`` keeps, as ``columns``: each chunk scanned for
-    the columns asked alone, so that a few rows out of millions never cost the chunks'
-    whole width (reading 10M rows whole for the 1 % rejected made the peak of a file)."""
+    """The rows of every chunk that ``where`` keeps, as ``columns``: each chunk read for
+    the columns these name alone, one chunk at a time, so that a few rows out of millions
+    never cost the chunks' whole width (reading 10M rows whole for the 1 % rejected made
+    the peak of a file). A lazy scan of all the chunks at once held 2.7 times the memory
+    of this for IPC files (110 MiB against 40 at 3M rows)."""
+    exprs = [where, *(pl.col(c) if isinstance(c, str) else c for c in columns)]
+    needed = sorted({name for e in exprs for name in e.meta.root_names()})
     frames = [
-        recent.scan(source).filter(where).select(columns) for _, source in paths(folder, prefix)
+        _compact(recent.read(source, needed).filter(where).select(columns))
+        for _, source in paths(folder, prefix)
     ]
-    return pl.concat(frames).collect() if frames else pl.DataFrame()
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _compact(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with its own copy of its strings. polars' strings point into the buffers
+    they were read into, so a few rows filtered out of a chunk kept all of that chunk's
+    text alive: 1.8 MiB a chunk, 360 MiB for the rejected rows of a 10M-row file.
+    Appending nothing writes each string anew (a cast, or a trip through Arrow, kept
+    half or all of it)."""
+    return frame.with_columns(pl.col(pl.String) + "")
 
 
 def one_chunk(table: Table, chunk_rows: int) -> pl.DataFrame | None:
