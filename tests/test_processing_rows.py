@@ -166,17 +166,26 @@ def test_two_deliveries_of_one_staged_chunk_create_its_invoices_once(
     assert not list(folder.glob("*.stage.db"))
 
 
-def test_seen_references_find_exactly_the_earlier_ones() -> None:
-    from worker.kinds.invoices.validation import SeenReferences
+@pytest.mark.parametrize("piece", [3, 1 << 20])
+def test_seen_references_find_exactly_the_earlier_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    from worker.kinds.invoices import seen as seen_module
 
-    # Given the references of two earlier chunks
-    seen = SeenReferences()
+    # Given the references of two earlier reads, looked up a few hashes at a time or all
+    monkeypatch.setattr(seen_module, "PIECE", piece)
+    seen = seen_module.SeenReferences(tmp_path)
     assert not seen.met(pl.Series([f"REF-{n}" for n in range(0, 5000)])).any()
     assert not seen.met(pl.Series([f"REF-{n}" for n in range(5000, 10000)] + [None])).any()
-    # When a later chunk repeats some of them, and has new ones and a blank
+    # When a later read repeats some of them, and has new ones and a blank
     later = pl.Series(["REF-1", "REF-9999", "REF-10000", None, "ref-1", "REF-5000"])
-    # Then exactly the repeated ones are found
+    # Then exactly the repeated ones are found, in memory nothing but the last read
     assert seen.met(later).to_list() == [True, True, False, False, False, True]
+    assert seen.met(pl.Series(["REF-10000", "REF-4999"])).to_list() == [True, True]
+    stored = {p.name: p.stat().st_size for p in tmp_path.glob(".seen-*/*")}
+    assert stored == {"a.u64": 8 * 10_005, "b.u64": 8 * 10_005}
+    seen.close()
+    assert not list(tmp_path.glob(".seen-*"))
 
 
 @pytest.mark.parametrize("chunk_rows", [4, 5, 12])

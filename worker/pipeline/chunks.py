@@ -111,9 +111,12 @@ def read(source: Path, columns: list[str] | None = None) -> pl.DataFrame:
     return recent.read(source, columns)
 
 
-def read_all(folder: Path, prefix: str = "chunk") -> Iterator[tuple[int, pl.DataFrame]]:
+def read_all(
+    folder: Path, prefix: str = "chunk", columns: list[str] | None = None
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """``(index, chunk)`` of each chunk in order, only ``columns`` of it when given."""
     for index, source in paths(folder, prefix):
-        yield index, recent.read(source)
+        yield index, recent.read(source, columns)
 
 
 def rows_where(

@@ -18,7 +18,11 @@ from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.invoices import check, existing, processing, validation
 from worker.kinds.invoices.existing import with_existing
-from worker.kinds.invoices.results import INVOICE_RESULT_COLUMNS, invoice_result_rows
+from worker.kinds.invoices.results import (
+    INVOICE_RESULT_COLUMNS,
+    RESULT_INPUTS,
+    invoice_result_rows,
+)
 from worker.pipeline import chunks
 from worker.pipeline.check import Report
 from worker.pipeline.kind import FileKind, SmallFile, Summary
@@ -105,7 +109,7 @@ class InvoiceFiles(FileKind):
         found = invoice_table.existing_rows(rt.store, file.id) if created else None
 
         def frames() -> Iterator[pl.DataFrame]:
-            for _, chunk in chunks.read_all(rt.work(file)):
+            for _, chunk in chunks.read_all(rt.work(file), columns=RESULT_INPUTS):
                 yield invoice_result_rows(with_existing(chunk), base, link, late, found)
 
         write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)

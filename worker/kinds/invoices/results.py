@@ -17,6 +17,22 @@ INVOICE_RESULT_COLUMNS = (
     "amount",
     "currency",
 )
+#: The columns of a validated chunk that its result lines are made of: read alone, not
+#: the chunk's whole width (the descriptions, names and addresses are most of it).
+RESULT_INPUTS = [
+    "line_number",
+    "merchant_reference",
+    "errors",
+    "valid",
+    "ordinal",
+    "token",
+    "amount",
+    "currency",
+    "amount_text",
+    "currency_text",
+    "existing",
+    "existing_link",
+]
 
 
 def invoice_result_rows(

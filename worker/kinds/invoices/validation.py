@@ -12,7 +12,6 @@ results file read these chunks, so a restart never re-draws a token or a number.
 from __future__ import annotations
 
 import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from rules.invoices import COLUMN_NAMES, normalised
 from rules.invoices import invoice_errors as errors_expr
 from worker.intake.readers import Table
 from worker.kinds.invoices.existing import ExistsCheck, against
+from worker.kinds.invoices.seen import SeenReferences
 from worker.pipeline import chunks, frames
 from worker.pipeline.kind import Summary
 
@@ -76,94 +76,6 @@ def _normalised(ctx: Context) -> list[pl.Expr]:
         pl.col("currency").alias("currency_text"),
         *(expr.alias(name) for name, expr in normalised(ctx).items()),
     ]
-
-
-class SeenReferences:
-    """The references of a file's earlier reads, as 128-bit fingerprints (two 64-bit
-    hashes with independent seeds). Two references share a fingerprint with odds of about
-    n^2 / 2^129 (1e-25 for 10M rows), the footing of the 128-bit payment tokens.
-    polars' hash is stable within a process, and a file's validation runs in one.
-
-    Only the first hash stays in memory, 8 bytes a reference (80 MB for 10M rows, where
-    both took 160). The second goes to a file a block (one earlier read's, in the order
-    of its first hashes) in a temporary folder, read back only for a block whose first
-    hashes met the read's: a repeated reference, or one in 2^64 by chance.
-
-    A lookup streams the earlier first hashes past a table of the read's: building it
-    from the earlier ones would cost the file's whole history again at every read.
-    """
-
-    SEEDS = (0x243F6A8885A308D3, 0x13198A2E03707344)
-
-    def __init__(self, folder: Path | None = None) -> None:
-        #: Where the temporary folder of second hashes goes (made at the first block).
-        self.folder = folder
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._a = pl.Series("a", [], pl.UInt64)
-        #: Where each block starts in ``_a``.
-        self._starts: list[int] = []
-        #: The last read's references (and their fingerprints, once known): stored only
-        #: when another read comes, so a one-read file hashes nothing.
-        self._last: tuple[pl.Series, pl.DataFrame | None] | None = None
-
-    @classmethod
-    def fingerprints(cls, refs: pl.Series) -> pl.DataFrame:
-        first, second = cls.SEEDS
-        return pl.DataFrame({"a": refs.hash(seed=first), "b": refs.hash(seed=second)})
-
-    def close(self) -> None:
-        """Remove the second hashes' folder (also done when this is collected)."""
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def _block(self, index: int) -> Path:
-        assert self._dir is not None
-        return Path(self._dir.name) / f"b-{index:06d}.arrow"
-
-    def _store(self, prints: pl.DataFrame) -> None:
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix=".seen-", dir=self.folder)
-        self._starts.append(len(self._a))
-        prints.select("b").write_ipc(self._block(len(self._starts) - 1))
-        self._a.append(prints["a"])
-
-    def _earlier(self, at: pl.Series) -> pl.DataFrame:
-        """The fingerprints of the blocks that hold the positions ``at`` of ``_a``."""
-        starts = pl.Series(self._starts, dtype=pl.UInt64)
-        blocks = (starts.search_sorted(at.cast(pl.UInt64), side="right") - 1).unique()
-        ends = [*self._starts[1:], len(self._a)]
-        return pl.concat(
-            pl.DataFrame(
-                {
-                    "a": self._a.slice(self._starts[i], ends[i] - self._starts[i]),
-                    "b": pl.read_ipc(self._block(i))["b"],
-                }
-            )
-            for i in blocks.to_list()
-        )
-
-    def met(self, refs: pl.Series) -> pl.Series:
-        """True where a reference was in an earlier read (null references never were);
-        then remembers this read's references."""
-        if self._last is not None:
-            last, prints = self._last
-            prints = self.fingerprints(last) if prints is None else prints
-            self._store(prints.filter(last.is_not_null()).unique())
-        if self._a.is_empty():
-            self._last = (refs, None)
-            return pl.repeat(False, len(refs), eager=True)
-        mine = self.fingerprints(refs)
-        self._last = (refs, mine)
-        found = pl.repeat(False, len(refs), eager=True)
-        at = self._a.is_in(mine["a"].implode()).arg_true()
-        if at.is_empty():
-            return found
-        earlier = self._earlier(at).filter(pl.col("a").is_in(mine["a"].implode()))
-        hit = mine.with_row_index("i").join(earlier.unique(), on=["a", "b"], how="semi")
-        if not hit.is_empty():
-            found = found.scatter(hit["i"], True)
-        return found & refs.is_not_null()
 
 
 _EXPRESSIONS: dict[tuple[object, ...], tuple[pl.Expr, list[pl.Expr]]] = {}
