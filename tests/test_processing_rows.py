@@ -179,7 +179,7 @@ def test_seen_references_find_exactly_the_earlier_ones(
     assert not seen.met(pl.Series([f"REF-{n}" for n in range(5000, 10000)] + [None])).any()
     # When a later read repeats some of them, and has new ones and a blank
     later = pl.Series(["REF-1", "REF-9999", "REF-10000", None, "ref-1", "REF-5000"])
-    # Then exactly the repeated ones are found, in memory nothing but the last read
+    # Then exactly the repeated ones are found, and the earlier hashes are on disk
     assert seen.met(later).to_list() == [True, True, False, False, False, True]
     assert seen.met(pl.Series(["REF-10000", "REF-4999"])).to_list() == [True, True]
     stored = {p.name: p.stat().st_size for p in tmp_path.glob(".seen-*/*")}

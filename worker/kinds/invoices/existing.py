@@ -88,13 +88,3 @@ def settle(conn: Connection, rows: pl.DataFrame) -> pl.DataFrame:
         .select("line_number", pl.when(same).then("_number").alias("invoice_number"))
         .collect()
     )
-
-
-def with_existing(chunk: pl.DataFrame) -> pl.DataFrame:
-    """A chunk with ``existing`` and ``existing_link``, null when a version before them
-    wrote it: a file validated before an upgrade is processed after it."""
-    if "existing" in chunk.columns:
-        return chunk
-    return chunk.with_columns(
-        existing=pl.lit(None, pl.Int64), existing_link=pl.lit(None, pl.String)
-    )

@@ -17,7 +17,6 @@ from worker.errors import StateError
 from worker.intake.readers import Signature, Table
 from worker.kinds import context
 from worker.kinds.invoices import check, existing, processing, validation
-from worker.kinds.invoices.existing import with_existing
 from worker.kinds.invoices.results import (
     INVOICE_RESULT_COLUMNS,
     RESULT_INPUTS,
@@ -110,7 +109,7 @@ class InvoiceFiles(FileKind):
 
         def frames() -> Iterator[pl.DataFrame]:
             for _, chunk in chunks.read_all(rt.work(file), columns=RESULT_INPUTS):
-                yield invoice_result_rows(with_existing(chunk), base, link, late, found)
+                yield invoice_result_rows(chunk, base, link, late, found)
 
         write_csv_frames(target, frames(), INVOICE_RESULT_COLUMNS)
 

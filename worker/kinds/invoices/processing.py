@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from worker.kinds.invoices.existing import settle, with_existing
+from worker.kinds.invoices.existing import settle
 from worker.kinds.links import link_prefix
 from worker.pipeline import chunks
 from worker.state import Store, staging
@@ -103,7 +103,7 @@ def _discard(pending: Future[Prepared]) -> None:
 
 def _prepare(store: Store, path: Path, number_base: int) -> Prepared:
     """A chunk's valid rows as ``invoices`` rows, and its existing rows."""
-    chunk = with_existing(chunks.read(path))
+    chunk = chunks.read(path)
     existing = chunk.filter(pl.col("existing").is_not_null()).select(
         "line_number", pl.col("existing").alias("invoice_number")
     )

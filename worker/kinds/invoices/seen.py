@@ -89,12 +89,14 @@ class SeenReferences:
 
     def _positions(self, wanted: pl.Series) -> pl.Series:
         """The positions of the stored first hashes that are in ``wanted`` (imploded)."""
-        found = [
-            piece.is_in(wanted).arg_true().cast(pl.UInt64) + start
+        return pl.concat(
+            self._read("a", start, min(PIECE, self._size - start))
+            .is_in(wanted)
+            .arg_true()
+            .cast(pl.UInt64)
+            + start
             for start in range(0, self._size, PIECE)
-            if not (piece := self._read("a", start, min(PIECE, self._size - start))).is_empty()
-        ]
-        return pl.concat(found)
+        )
 
     def _earlier(self, at: pl.Series) -> pl.DataFrame:
         """The fingerprints of the blocks that hold the positions ``at``."""
