@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import generate, measure
-from bench.cases import SETTLE_SECONDS, fresh_home, product_command, product_env
+from bench.cases import SETTLE_SECONDS, discard, fresh_home, product_command, product_env
 
 START_TIMEOUT = 30.0
 #: The ways a file arrives that the latency case times.
@@ -88,7 +87,7 @@ def service(scratch: Path, name: str, settle: float | None = SETTLE_SECONDS) -> 
         yield svc
     finally:
         svc.stop()
-    shutil.rmtree(home, ignore_errors=True)
+    discard(home)
 
 
 def drop_text(inbox: Path, name: str, text: str) -> float:

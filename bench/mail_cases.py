@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import generate, measure
-from bench.cases import fresh_home, place, product_command, product_env
+from bench.cases import discard, fresh_home, place, product_command, product_env
 
 EML_TARGET_PER_S = 5000.0
 SMTP_TARGET_RATIO = 1.5
@@ -94,7 +94,7 @@ def eml(scratch: Path, source: Path | None = None, rows: int = 20_000) -> dict[s
     done = _once(home, source, timeout=1800, mail_rate="0")
     files, phase = _mail_phase(home, source)
     sent = _sent(home)
-    shutil.rmtree(home, ignore_errors=True)
+    discard(home)
     rate = files / phase
     return {
         "case": f"{rows:,} rows, EMAIL, run --once, mail_rate = 0, to .eml",
@@ -225,7 +225,7 @@ def smtp(
             start = (home / "outbox" / f"{source.name}.results.csv").stat().st_mtime
             times = server.accepted()[before:]
             emails = _sent(home)
-            shutil.rmtree(home, ignore_errors=True)
+            discard(home)
             product.append(max(times) - start)
             if messages is None:
                 messages = floor_messages(emails)
@@ -259,7 +259,7 @@ def million(scratch: Path, source: Path | None = None, rows: int = 1_000_000) ->
     done = _once(home, source, timeout=3600)
     files, phase = _mail_phase(home, source)
     sent = _sent(home)
-    shutil.rmtree(home, ignore_errors=True)
+    discard(home)
     return {
         "case": f"{rows:,} rows, EMAIL, run --once, default settings (mail_rate = 50), .eml",
         "emails": files,
