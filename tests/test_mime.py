@@ -173,12 +173,11 @@ def test_a_customer_emails_body_decodes_to_what_set_content_encodes(text, lines)
     if cte in ("7bit", "8bit"):
         assert (ours_cte, ours.encode("utf-8")) == (cte, payload.encode("ascii", "surrogateescape"))
         return
-    # set_content's choice, the shorter on the first ten lines, weighing binascii's
-    # quoted-printable: the same as set_content's but on the border between the two.
+    # set_content's rule, the shorter on the first ten lines, weighing binascii's
+    # quoted-printable: on the border between the two it may choose either way.
     sniff = b"\n".join(body.encode("utf-8").splitlines()[:10]) + b"\n"
     shorter = len(mime.qp_lines(sniff)) <= len(binascii.b2a_base64(sniff))
     assert ours_cte == ("quoted-printable" if shorter else "base64")
-    assert ours_cte == cte or (cte == "quoted-printable" and ours_cte == "base64")
     want = decoded(cte.encode(), payload.encode("ascii"))
     assert decoded(ours_cte.encode(), ours.encode("ascii")) == want
     if ours_cte == "quoted-printable":
