@@ -153,22 +153,23 @@ def test_a_lane_taken_from_a_dead_sender_is_sent_and_the_others_are_left_alone(
     settings, store, smtp
 ):
     # Given claims in every lane, one lane's by a process that died, the rest by a live one
-    queue_invoices(store, 64)
+    queue_invoices(store, mail.LANES * mail.BLOCK)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     live = f"{leases.HOST}:1:alive"
     for lane in range(mail.LANES):
         owner = f"{leases.HOST}:{dead}:gone" if lane == 3 else live
         assert mail.claim(store, lane, owner, 100)
-    assert states(store) == {"sending": 64}
+    total = mail.LANES * mail.BLOCK
+    assert states(store) == {"sending": total}
     assert invoice_mail.due(store)
     # When a sender runs
     run = invoice_mail.deliver(store, Smtp(smtp.url), settings.with_(mail_rate=0))
     # Then it sent the dead sender's lane, and none of what the live one holds
-    assert run is not None and run.sent == 64 // mail.LANES
+    assert run is not None and run.sent == mail.BLOCK
     sent = {int(r.rcpt_tos[0][1:].split("@")[0]) for r in smtp.received}
-    assert {n % mail.LANES for n in sent} == {3}
-    assert states(store) == {"sending": 60, "sent": 4}
+    assert {mail.lane_of(n) for n in sent} == {3}
+    assert states(store) == {"sending": total - mail.BLOCK, "sent": mail.BLOCK}
 
 
 def test_files_that_cannot_be_written_are_not_recorded_sent_and_hold_the_queue(settings, store):
