@@ -120,7 +120,7 @@ def _qp_run(match: re.Match[str]) -> str:
     return "=" + binascii.hexlify(match.group().encode("latin-1"), "=").decode().upper()
 
 
-def _base64(data: bytes) -> str:
+def base64_body(data: bytes) -> str:
     """``email``'s base64 body: lines of 76 characters (57 bytes, a whole number of
     3-byte groups, so one encoding cut into lines is the same as line by line)."""
     step = MAX_LINE // 4 * 3
@@ -154,17 +154,17 @@ def encode_text(text: str, *, exact: bool = True) -> tuple[str, str]:
     # only add: when that much is already longer, base64 wins without encoding it
     # (text in Arabic script, nearly every byte escaped).
     if len(sniff) + 2 * len(sniff.translate(None, _QP_SAFE_BYTES)) > b64_length:
-        return "base64", _base64(body)
+        return "base64", base64_body(body)
     if not exact:
         # binascii encodes each line apart from the others, so the first ten lines'
         # encoding is the whole one's start: the body is encoded once, not twice.
         encoded = qp_lines(body)
         if _hard_lines_length(encoded, 10) > b64_length:
-            return "base64", _base64(body)
+            return "base64", base64_body(body)
         return "quoted-printable", encoded
     sniff_qp = qp_body(sniff.decode("latin-1"))
     if len(sniff_qp) > b64_length:
-        return "base64", _base64(body)
+        return "base64", base64_body(body)
     if len(lines) <= 10:
         return "quoted-printable", sniff_qp
     return "quoted-printable", qp_body(body.decode("latin-1"))
@@ -264,25 +264,24 @@ class Frame:
         recipient: str,
         recipient_name: str,
         subject: str,
-        text: str,
-        html: str,
+        text: tuple[str, str],
+        html: tuple[str, str],
         message_id: str,
         date: str,
     ) -> Wire | None:
         """The email's wire form, as ``notifications.message.build`` would write it but for
-        its quoted-printable bodies (:func:`qp_lines`, decoding to the same); None
-        for an address that is not a plain ASCII dot-atom (``email`` then writes it: it
-        may be refused, or need SMTPUTF8)."""
+        its quoted-printable bodies: ``text`` and ``html`` are (Content-Transfer-Encoding,
+        body) as ``encode_text(body, exact=False)`` gives them. None for an address that
+        is not a plain ASCII dot-atom (``email`` then writes it: it may be refused, or
+        need SMTPUTF8)."""
         if not (self._simple and SIMPLE_ADDRESS.match(recipient)):
             return None
-        to = to_line(recipient, recipient_name)
-        text_cte, text_body = encode_text(text, exact=False)
-        html_cte, html_body = encode_text(html, exact=False)
+        (text_cte, text_body), (html_cte, html_body) = text, html
         b = boundary(text_body, html_body)
         data = "".join(
             (
                 self.from_line,
-                to,
+                to_line(recipient, recipient_name),
                 subject_line(subject),
                 f"Date: {date}\n",
                 self.message_id_line(message_id),

@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import escape
 
+from notifications.bodies import BodyTemplate
 from notifications.formats import count
 
 
@@ -68,10 +69,22 @@ class Pieces:
         text, html = render(name, **context)
         self._text = _template(text)
         self._html = _template(html)
+        self._bodies: tuple[BodyTemplate, BodyTemplate] | None = None
 
     def fill(self, values: list[str]) -> tuple[str, str]:
-        escaped = [str(escape(v)) if _SPECIAL.search(v) else v for v in values]
-        return self._text.format(*values), self._html.format(*escaped)
+        return self._text.format(*values), self._html.format(*_escaped(values))
+
+    def encode(self, values: list[str]) -> tuple[tuple[str, str], tuple[str, str]]:
+        """The bodies :meth:`fill` gives, each as (Content-Transfer-Encoding, body) for the
+        wire, the templates' fixed lines encoded once (``notifications.bodies``)."""
+        if self._bodies is None:
+            self._bodies = (BodyTemplate(self._text), BodyTemplate(self._html))
+        return self._bodies[0].encode(values), self._bodies[1].encode(_escaped(values))
+
+
+def _escaped(values: list[str]) -> list[str]:
+    """The values as autoescape writes them in HTML."""
+    return [str(escape(v)) if _SPECIAL.search(v) else v for v in values]
 
 
 #: What autoescape changes; a value with none of these is escaped as it is.
