@@ -7,8 +7,11 @@ deleted, as if it had been another machine's local disk, and a worker started ag
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -38,6 +41,18 @@ CHUNK_ROWS = {"INVOICE_WORKER_CHUNK_ROWS": "20000"}
 def home(tmp_path: Path) -> Path:
     (tmp_path / "inbox").mkdir()
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def no_redis_left(tmp_path: Path) -> Iterator[None]:
+    """A worker killed with SIGKILL leaves its embedded redis-server for the next start to
+    adopt; a test that starts none stops it, or it outlives the suite."""
+    yield
+    for pid_file in tmp_path.rglob("var/redis/redis.pid"):
+        pid = int(pid_file.read_text().strip())
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cwd").resolve() == pid_file.parent.resolve():
+                os.kill(pid, signal.SIGTERM)
 
 
 def kill_when(home: Path, reached, **env: str) -> None:
