@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import cache
 from importlib import resources
+from string import Formatter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,9 +164,25 @@ def _jinja(language: str, t: dict[str, Any], description: str, link: str) -> tup
     )
 
 
-#: (language, direction, sentence keys, has a description, has a button) -> the
-#: templates as :class:`Pieces`, or None where filling them did not give Jinja's text.
-_pieces: dict[tuple[str, str, tuple[str, ...], bool, bool], Pieces | None] = {}
+#: (language, direction, sentence keys, has a description, has a button, merchant) ->
+#: the templates as :class:`Pieces`, or None where filling them did not give Jinja's text.
+_pieces: dict[tuple[str, str, tuple[str, ...], bool, bool, str], Pieces | None] = {}
+#: The placeholders that change from invoice to invoice.
+_PER_INVOICE = ("name", "amount", "expiry", "number", "email")
+
+
+@cache
+def _varying(language: str) -> tuple[str, ...]:
+    """The sentences of ``language`` that change from invoice to invoice: the rest are
+    the same in every email of a merchant, and written into its :class:`Pieces`."""
+    table = words(language)
+    keys = [
+        key
+        for key, text in table.items()
+        if key == "greeting"  # the greeting with a name, or the one without
+        or any(field in _PER_INVOICE for _, field, _, _ in Formatter().parse(text))
+    ]
+    return (*keys, *(f"{name}_value" for name in _PER_INVOICE))
 
 
 def _render(language: str, t: dict[str, str], description: str, link: str) -> tuple[str, str]:
@@ -176,7 +193,7 @@ def _render(language: str, t: dict[str, str], description: str, link: str) -> tu
     if pieces is None:
         return _jinja(language, t, description, link)
     if pieces is _UNMADE:
-        made = _make_pieces(*key)
+        made = _make_pieces(key, t)
         expected = _jinja(language, t, description, link)
         _pieces[key] = made if made.fill(values) == expected else None
         return expected
@@ -189,11 +206,11 @@ _UNMADE = Pieces.__new__(Pieces)
 
 def _shape(
     language: str, t: dict[str, str], description: str, link: str
-) -> tuple[tuple[str, str, tuple[str, ...], bool, bool], list[str]]:
+) -> tuple[tuple[str, str, tuple[str, ...], bool, bool, str], list[str]]:
     """The key of the email's :class:`Pieces`, and the values that fill them."""
     button = safe_link(link) is not None
-    key = (language, t["direction"], tuple(t), bool(description), button)
-    return key, [*t.values(), description, link, link]
+    key = (language, t["direction"], tuple(t), bool(description), button, t["merchant_value"])
+    return key, [*[t[k] for k in _varying(language)], description, link, link]
 
 
 def _bodies(
@@ -210,10 +227,14 @@ def _bodies(
 
 
 def _make_pieces(
-    language: str, direction: str, keys: tuple[str, ...], described: bool, button: bool
+    key: tuple[str, str, tuple[str, ...], bool, bool, str], t: dict[str, str]
 ) -> Pieces:
-    holes = {key: hole(i) for i, key in enumerate(keys)}
-    n = len(keys)
+    """The Pieces of ``key``'s shape: holes for what changes from invoice to invoice, the
+    sentences that do not (``t``'s) written in."""
+    language, direction, _, described, button, _ = key
+    varying = _varying(language)
+    holes = {**t, **{k: hole(i) for i, k in enumerate(varying)}}
+    n = len(varying)
     return Pieces(
         "invoice",
         title=holes["subject"],
