@@ -56,8 +56,7 @@ def test_the_specific_redis_variable_wins_over_redis_url(tmp_path):
         ({"INVOICE_WORKER_DONE_MARKER": "maybe"}, "true or false"),
         ({"INVOICE_WORKER_SETTLE_SECONDS": "soon"}, "settle_seconds"),
         ({"INVOICE_WORKER_ADMIN_EMAILS": "ops@example.org," + "a" * 65 + "@x.rw"}, "admin_emails"),
-        ({"INVOICE_WORKER_ADMIN_EMAILS": "ops"}, "not one address"),
-        ({"INVOICE_WORKER_MAIL_FROM": "billing@"}, "mail_from"),
+        ({"INVOICE_WORKER_MAIL_FROM": "b" * 65 + "@x.rw"}, "mail_from"),
     ],
 )
 def test_bad_values_are_clear_errors(tmp_path, env, words):
